@@ -1,0 +1,3 @@
+from waquality.cli import main
+
+main()

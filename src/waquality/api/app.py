@@ -1,0 +1,106 @@
+"""ASGI wiring: the webhook receiver on its bare fast path, everything else through FastAPI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from waquality import __version__
+from waquality.api.auth import Authenticator
+from waquality.api.routes import router
+from waquality.api.schemas import ErrorOut
+from waquality.errors import ApiError, StoreUnavailable, Unauthorized
+from waquality.ingest.receiver import Receive, Scope, Send, WebhookReceiver
+from waquality.store import migrate
+from waquality.store.database import Database
+
+WEBHOOK_PATH = "/webhooks/whatsapp"
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+class Application:
+    """Routes ``/webhooks/whatsapp`` straight to the receiver; the rest to the API."""
+
+    def __init__(self, receiver: WebhookReceiver, api: FastAPI) -> None:
+        self.receiver = receiver
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == WEBHOOK_PATH:
+            await self.receiver(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+def create_api(db: Database, auth: Authenticator, lifespan: Lifespan | None = None) -> FastAPI:
+    def require_token(request: Request) -> None:
+        if not auth.check(request.headers.get("authorization")):
+            raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
+
+    api = FastAPI(
+        title="waquality",
+        version=__version__,
+        summary="Quality monitoring for the WhatsApp Business Platform.",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        responses={401: {"model": ErrorOut}, 400: {"model": ErrorOut}},
+    )
+    api.state.db = db
+    secured = [Depends(require_token)]
+    api.include_router(router, dependencies=secured)
+
+    @api.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        extra = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
+        return _error(exc.status, exc.code, exc.message, **extra)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return _error(400, "bad_request", problems[:1000])
+
+    @api.exception_handler(StoreUnavailable)
+    async def _unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        return _error(503, "store_unavailable", "the database is unavailable; retry later")
+
+    @api.get("/api/v1/openapi.json", include_in_schema=False, dependencies=secured)
+    def openapi() -> dict[str, Any]:
+        return get_openapi(title=api.title, version=api.version, summary=api.summary,
+                           routes=api.routes)
+
+    @api.get("/healthz", include_in_schema=False)
+    def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    @api.get("/readyz", include_in_schema=False)
+    def readyz() -> PlainTextResponse:
+        try:
+            with db.read() as conn:
+                conn.execute(text("SELECT 1"))
+            if not migrate.is_current(db):
+                return PlainTextResponse("schema is not at the latest migration", 503)
+        except StoreUnavailable:
+            return PlainTextResponse("database unavailable", 503)
+        return PlainTextResponse("ready")
+
+    @api.get("/metrics", include_in_schema=False, dependencies=secured)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return api

@@ -1,0 +1,170 @@
+"""The ``/api/v1`` endpoints. Handlers parse parameters and call :mod:`waquality.store.queries`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from waquality import __version__
+from waquality.api.params import Cursor, Limit, TimeParam, parse_time
+from waquality.api.schemas import (
+    EventOut,
+    HistoryRow,
+    ListPage,
+    PhoneNumber,
+    QuarantineDetail,
+    QuarantineItem,
+    Status,
+    Template,
+)
+from waquality.domain.enums import SubjectKind
+from waquality.errors import NotFound
+from waquality.store import inbox, queries
+from waquality.store.database import Database
+
+router = APIRouter(prefix="/api/v1")
+
+
+def database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+Db = Annotated[Database, Depends(database)]
+
+
+def _page(page: queries.Page, transform: Any = None) -> dict[str, Any]:
+    items = [transform(i) for i in page.items] if transform else page.items
+    return {"items": items, "next": page.next}
+
+
+def _phone(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "id": row["phone_number_id"]}
+
+
+@router.get("/status", response_model=Status, summary="Ingestion counters")
+def status(db: Db) -> dict[str, Any]:
+    counts = inbox.counts(db)
+    events = counts.pop("events")
+    return {"version": __version__, "database": db.dialect, "webhooks": counts, "events": events}
+
+
+@router.get("/phone-numbers", response_model=ListPage[PhoneNumber])
+def list_phone_numbers(
+    db: Db, waba_id: str | None = None, limit: Limit = 100, cursor: Cursor = None
+) -> dict[str, Any]:
+    with db.read() as conn:
+        page = queries.phone_numbers(conn, waba_id=waba_id, limit=limit, cursor=cursor)
+    return _page(page, _phone)
+
+
+@router.get("/phone-numbers/{number}/history", response_model=ListPage[HistoryRow])
+def phone_number_history(
+    db: Db,
+    number: Annotated[str, Path(description="Phone-number ID or display number.")],
+    field: str | None = None,
+    since: TimeParam = None,
+    until: TimeParam = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    with db.read() as conn:
+        row = queries.find_phone_number(conn, number)
+        if row is None:
+            raise NotFound(f"no phone number {number[:40]!r}")
+        page = queries.history(
+            conn, kind=SubjectKind.PHONE_NUMBER, key=str(row["key"]), field=field,
+            since=parse_time(since, "since"), until=parse_time(until, "until"),
+            limit=limit, cursor=cursor,
+        )
+    return _page(page)
+
+
+@router.get("/templates", response_model=ListPage[Template])
+def list_templates(
+    db: Db,
+    waba_id: str | None = None,
+    status: str | None = None,
+    quality_score: str | None = None,
+    name: str | None = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    with db.read() as conn:
+        page = queries.templates(
+            conn, waba_id=waba_id, status=status and status.upper(),
+            quality_score=quality_score and quality_score.upper(), name=name, limit=limit,
+            cursor=cursor,
+        )
+    return _page(page)
+
+
+@router.get("/templates/{template_id}/history", response_model=ListPage[HistoryRow])
+def template_history(
+    db: Db,
+    template_id: str,
+    field: str | None = None,
+    since: TimeParam = None,
+    until: TimeParam = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    with db.read() as conn:
+        if queries.find_template(conn, template_id) is None:
+            raise NotFound(f"no template {template_id[:40]!r}")
+        page = queries.history(
+            conn, kind=SubjectKind.TEMPLATE, key=template_id, field=field,
+            since=parse_time(since, "since"), until=parse_time(until, "until"),
+            limit=limit, cursor=cursor,
+        )
+    return _page(page)
+
+
+@router.get("/events", response_model=ListPage[EventOut], summary="Typed events, newest first")
+def list_events(
+    db: Db,
+    field: str | None = None,
+    waba_id: str | None = None,
+    kind: str | None = None,
+    subject_kind: SubjectKind | None = None,
+    subject_id: str | None = None,
+    since: TimeParam = None,
+    until: TimeParam = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    with db.read() as conn:
+        page = queries.events(
+            conn, field=field, waba_id=waba_id, kind=kind,
+            subject_kind=subject_kind.value if subject_kind else None, subject_id=subject_id,
+            since=parse_time(since, "since"), until=parse_time(until, "until"),
+            limit=limit, cursor=cursor,
+        )
+    return _page(page)
+
+
+@router.get("/quarantine", response_model=ListPage[QuarantineItem])
+def list_quarantine(
+    db: Db,
+    include_resolved: Annotated[bool, Query(description="Also show resolved items.")] = False,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    with db.read() as conn:
+        page = queries.quarantine(conn, include_resolved=include_resolved, limit=limit,
+                                  cursor=cursor)
+    return _page(page)
+
+
+@router.get("/quarantine/{item_id}", response_model=QuarantineDetail)
+def quarantine_item(db: Db, item_id: int) -> dict[str, Any]:
+    with db.read() as conn:
+        page = queries.quarantine(conn, include_resolved=True, limit=1,
+                                  cursor=queries.encode_cursor([item_id + 1]))
+        if not page.items or page.items[0]["id"] != item_id:
+            raise NotFound(f"no quarantined item {item_id}")
+        item = page.items[0]
+        body = queries.raw_body(conn, item["raw_id"]) or b""
+    return {**item, "body": body.decode("utf-8", errors="replace")}
+

@@ -1,0 +1,114 @@
+"""Response models: the API's contract, and the source of its OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+T = TypeVar("T")
+
+
+class ListPage(BaseModel, Generic[T]):
+    items: list[T]
+    next: str | None = Field(None, description="Cursor for the next page; null on the last page.")
+
+
+class PhoneNumber(BaseModel):
+    id: str | None = Field(description="Phone-number ID; null until it is known.")
+    waba_id: str | None
+    display_phone_number: str | None = Field(description="Digits only.")
+    verified_name: str | None
+    quality_rating: str | None = Field(description="GREEN, YELLOW, RED or UNKNOWN.")
+    status: str | None
+    messaging_limit: str | None = Field(description="TIER_* (portfolio-level since 2025-10).")
+    legacy_tier: str | None = Field(description="The number's own TIER_* from current_limit.")
+    throughput: str | None
+    name_status: str | None
+    name_rejection_reason: str | None
+    last_event: str | None
+    last_alert: str | None
+    security_event: str | None
+    updated_at: datetime
+
+
+class Template(BaseModel):
+    id: str
+    waba_id: str | None
+    name: str | None
+    language: str | None
+    category: str | None
+    status: str | None
+    quality_score: str | None
+    pause_count: int = Field(description="Quality pauses so far (RATE_LIMITING_PAUSE apart).")
+    rate_limit_pause_count: int
+    paused_until: datetime | None
+    disable_date: datetime | None
+    rejected_reason: str | None
+    pending_category: str | None = Field(description="Category Meta will switch it to.")
+    category_change_at: datetime | None
+    locked: bool | None
+    last_event: str | None
+    updated_at: datetime
+
+
+class HistoryRow(BaseModel):
+    field: str
+    old_value: str | None
+    new_value: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    source: str
+    event_id: int | None
+
+
+class EventOut(BaseModel):
+    id: int
+    field: str
+    kind: str
+    waba_id: str | None
+    subject_kind: str | None
+    subject_id: str | None
+    occurred_at: datetime
+    received_at: datetime
+    source: str
+    value: dict[str, Any]
+
+
+class QuarantineItem(BaseModel):
+    id: int
+    raw_id: int
+    path: str = Field(description="Where in the body: '' for the whole body.")
+    field: str | None
+    error: str
+    created_at: datetime
+    received_at: datetime
+    resolved_at: datetime | None
+
+
+class QuarantineDetail(QuarantineItem):
+    body: str = Field(description="The raw body, decoded as UTF-8 (invalid bytes replaced).")
+
+
+class WebhookCounts(BaseModel):
+    received: int
+    pending: int
+    processed: int
+    quarantined: int
+
+
+class Status(BaseModel):
+    version: str
+    database: str
+    webhooks: WebhookCounts
+    events: int
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,165 @@
+"""Settings, read once at start-up from ``WAQUALITY_*`` variables and an optional TOML file.
+
+Precedence: environment > ``NAME_FILE`` (secrets) > TOML file (``waquality.toml``, or the path in
+``WAQUALITY_CONFIG``) > defaults. A wrong value stops start-up with every problem listed.
+Secrets are :class:`SecretStr`: they print as ``**********``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from waquality.errors import ConfigError
+
+PREFIX = "WAQUALITY_"
+DEFAULT_CONFIG_FILE = "waquality.toml"
+SECRET_FIELDS = ("database_url", "app_secret", "verify_token", "api_token")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``30s``, ``5m``, ``1h``, ``7d`` or plain seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return timedelta(seconds=value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError("expected a duration such as 30s, 5m, 1h, 7d or plain seconds")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+SecretList = Annotated[list[SecretStr], BeforeValidator(_split_list)]
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    database_url: SecretStr = Field(
+        SecretStr("sqlite:///./waquality.db"),
+        description="SQLAlchemy URL: sqlite:///PATH (default ./waquality.db) or "
+        "postgresql+psycopg://USER:PASSWORD@HOST/DB.",
+    )
+    app_secret: SecretList = Field(
+        default_factory=list,
+        description="App secret(s) that sign webhooks, comma-separated (one per subscribed app).",
+    )
+    verify_token: SecretStr | None = Field(
+        None, description="The verify token typed into the App Dashboard (handshake)."
+    )
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token for the HTTP API. Generated on first start when unset."
+    )
+    host: str = Field("127.0.0.1", description="Address `serve` listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `serve` listens on.")
+    workers: int = Field(1, ge=0, le=16, description="Processing threads inside `serve` (0: none).")
+    batch_size: int = Field(200, ge=1, le=5000, description="Bodies processed per transaction.")
+    customer_data_retention: Duration = Field(
+        timedelta(days=30),
+        description="How long raw `messages`/`user_preferences` payloads are kept.",
+    )
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if not url.startswith(("sqlite:", "postgresql")):
+            raise ValueError("expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+        return value
+
+    @property
+    def app_secrets(self) -> list[bytes]:
+        return [s.get_secret_value().encode() for s in self.app_secret]
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, config_file: str | Path | None = None
+) -> Settings:
+    """Read the settings once; raises :class:`ConfigError` listing every problem."""
+    env = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = _read_toml(env, config_file)
+    problems: list[str] = []
+    known = set(Settings.model_fields)
+    for name, raw in env.items():
+        if not name.startswith(PREFIX) or name == PREFIX + "CONFIG":
+            continue
+        key = name[len(PREFIX):].lower()
+        if key.endswith("_file") and key[:-5] in SECRET_FIELDS:
+            secret = key[:-5]
+            if PREFIX + secret.upper() in env:
+                problems.append(f"{name}: set either {PREFIX}{secret.upper()} or {name}, not both")
+                continue
+            try:
+                values[secret] = Path(raw).read_text().rstrip("\r\n")
+            except OSError as exc:
+                problems.append(f"{name}: cannot read {raw!r}: {exc.strerror}")
+        elif key in known:
+            values[key] = raw
+        else:
+            problems.append(f"{name}: unknown setting")
+    if problems:
+        raise ConfigError(_report(problems))
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_report([_describe(err) for err in exc.errors()])) from None
+
+
+def _read_toml(env: Mapping[str, str], config_file: str | Path | None) -> dict[str, Any]:
+    explicit = config_file or env.get(PREFIX + "CONFIG")
+    path = Path(explicit) if explicit else Path(DEFAULT_CONFIG_FILE)
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"configuration file {str(path)!r} does not exist")
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"configuration file {str(path)!r} cannot be read: {exc}") from None
+    return {str(k): v for k, v in data.items()}
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"] if not isinstance(p, int)) or "settings"
+    name = PREFIX + where.upper() if where in Settings.model_fields else where
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown setting"
+    return f"{name}: {message}"
+
+
+def _report(problems: list[str]) -> str:
+    return "invalid configuration:\n" + "\n".join(f"  - {p}" for p in sorted(set(problems)))

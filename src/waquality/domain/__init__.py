@@ -1,0 +1,1 @@
+"""The pure, typed core: enums, normalised values and typed webhook events. No I/O here."""

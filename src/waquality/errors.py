@@ -1,0 +1,55 @@
+"""One error tree for the whole package.
+
+::
+
+    WaqualityError
+    ├── ConfigError            settings that cannot be used; start-up stops with its message
+    ├── StoreUnavailable       the database cannot commit right now (the webhook answers 503)
+    ├── PayloadError           an authentic payload that cannot be parsed (it is quarantined)
+    └── ApiError               an HTTP-facing error; carries its status and a stable code
+        ├── BadRequest         400
+        ├── Unauthorized       401
+        └── NotFound           404
+"""
+
+from __future__ import annotations
+
+
+class WaqualityError(Exception):
+    """Base of every error raised on purpose by waquality."""
+
+
+class ConfigError(WaqualityError):
+    """A setting is missing, malformed or contradictory."""
+
+
+class StoreUnavailable(WaqualityError):
+    """The store could not durably commit (database down, disk full, file locked)."""
+
+
+class PayloadError(WaqualityError):
+    """A webhook payload, or one part of it, that cannot be understood."""
+
+
+class ApiError(WaqualityError):
+    status: int = 500
+    code: str = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ApiError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"

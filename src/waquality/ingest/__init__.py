@@ -1,0 +1,1 @@
+"""The request path: verify the signature, make the raw body durable, acknowledge. Nothing else."""

@@ -1,0 +1,111 @@
+"""Group commit: many acknowledgements share one durable transaction.
+
+Requests hand their body to :meth:`GroupCommitter.store` and wait. One writer thread takes
+everything that arrived since its last commit, writes it in one transaction and wakes all those
+requests at once. It never waits on a timer: it commits as soon as it is idle, so a lone request
+is as fast as one commit and a crowd shares the fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from waquality.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+WriteBatch = Callable[[Sequence[tuple[bytes, datetime]]], None]
+_Pending = tuple[bytes, float, asyncio.Future[None], asyncio.AbstractEventLoop]
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        write_batch: WriteBatch,
+        *,
+        max_batch: int = 2000,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._write_batch = write_batch
+        self._max_batch = max_batch
+        self._on_commit = on_commit
+        self._pending: list[_Pending] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="waquality-committer", daemon=True)
+        self._thread.start()
+
+    async def store(self, body: bytes) -> None:
+        """Return once ``body`` is durably committed; raise :class:`StoreUnavailable` if not."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("shutting down")
+            self._pending.append((body, time.time(), future, loop))
+        self._wake.set()
+        await future
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop accepting, commit what is queued, stop the thread."""
+        with self._lock:
+            self._closed = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _take(self) -> list[_Pending]:
+        with self._lock:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            if not self._pending:
+                self._wake.clear()
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            batch = self._take()
+            if not batch:
+                with self._lock:
+                    if self._closed and not self._pending:
+                        return
+                continue
+            error: BaseException | None = None
+            try:
+                self._write_batch([(body, datetime.fromtimestamp(at, UTC))
+                                   for body, at, _, _ in batch])
+            except StoreUnavailable as exc:
+                error = exc
+            except Exception as exc:  # never let a failure leave requests hanging
+                log.exception("webhook commit failed")
+                error = StoreUnavailable(f"{type(exc).__name__}")
+            _resolve(batch, error)
+            if error is None and self._on_commit is not None:
+                self._on_commit()
+
+
+def _resolve(batch: list[_Pending], error: BaseException | None) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for _, _, future, loop in batch:
+        by_loop.setdefault(loop, []).append(future)
+    for loop, futures in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, futures, error)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

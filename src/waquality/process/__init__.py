@@ -1,0 +1,1 @@
+"""Behind the acknowledgement: parse stored bodies, deduplicate, and apply state and history."""

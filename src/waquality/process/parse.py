@@ -1,0 +1,270 @@
+"""Walk a stored webhook body: every ``entry[] × changes[] × items``, nothing skipped.
+
+:func:`parse_body` is pure and never raises: what cannot be read becomes a :class:`Broken`
+item (quarantined, with its path and reason) and the rest of the body is still used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from waquality.domain.enums import AlertEntityType, SubjectKind, WebhookField
+from waquality.domain.events import (
+    AccountAlert,
+    AccountReviewUpdate,
+    AccountUpdate,
+    BusinessCapabilityUpdate,
+    Detail,
+    Event,
+    PhoneJoin,
+    PhoneNameUpdate,
+    PhoneQualityUpdate,
+    SecurityUpdate,
+    TemplateCategoryUpdate,
+    TemplateComponentsUpdate,
+    TemplateQualityUpdate,
+    TemplateStatusUpdate,
+    UnmodelledChange,
+    UserPreference,
+)
+from waquality.domain.values import as_id, normalise_display_number, parse_timestamp
+from waquality.errors import PayloadError
+from waquality.process import decode
+
+EXPECTED_OBJECT = "whatsapp_business_account"
+# Fields whose payloads carry customer data (retention and redaction apply to them).
+CUSTOMER_FIELDS = frozenset({WebhookField.MESSAGES, WebhookField.USER_PREFERENCES})
+_MESSAGE_ITEM_LISTS = ("messages", "statuses", "errors")
+
+
+@dataclass(frozen=True, slots=True)
+class Broken:
+    path: str
+    field: str | None
+    error: str
+
+
+@dataclass(slots=True)
+class ParsedBody:
+    events: list[Event] = field(default_factory=list)
+    broken: list[Broken] = field(default_factory=list)
+    joins: list[PhoneJoin] = field(default_factory=list)
+    changes: dict[str, int] = field(default_factory=dict)  # field name → changes seen
+    items: dict[str, int] = field(default_factory=dict)  # field name → items (messages, ...)
+    wabas: set[str] = field(default_factory=set)  # WABAs this body speaks for
+    has_customer_data: bool = False
+    has_management_data: bool = False
+
+
+def canonical_json(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def dedupe_key(*parts: Any) -> str:
+    """A stable key for "the same change": a hash of its identifying parts."""
+    return hashlib.sha256(canonical_json(list(parts))).hexdigest()
+
+
+def parse_body(body: bytes) -> ParsedBody:
+    parsed = ParsedBody()
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        parsed.broken.append(Broken("", None, f"body is not valid JSON: {exc}"))
+        return parsed
+    if not isinstance(document, dict):
+        parsed.broken.append(Broken("", None, "body is not a JSON object"))
+        return parsed
+    if document.get("object") != EXPECTED_OBJECT:
+        parsed.broken.append(
+            Broken("object", None, f"object is {_short(document.get('object'))}, "
+                   f"expected {EXPECTED_OBJECT!r}")
+        )
+        return parsed
+    entries = document.get("entry")
+    if not isinstance(entries, list):
+        parsed.broken.append(Broken("entry", None, "entry is not a list"))
+        return parsed
+    seen: set[str] = set()
+    for e_index, entry in enumerate(entries):
+        _parse_entry(parsed, seen, f"entry[{e_index}]", entry)
+    return parsed
+
+
+def _parse_entry(parsed: ParsedBody, seen: set[str], path: str, entry: Any) -> None:
+    if not isinstance(entry, dict):
+        parsed.broken.append(Broken(path, None, "entry item is not an object"))
+        return
+    changes = entry.get("changes")
+    if not isinstance(changes, list):
+        parsed.broken.append(Broken(f"{path}.changes", None, "changes is not a list"))
+        return
+    waba_id = as_id(entry.get("id"))
+    entry_time = parse_timestamp(entry.get("time"))
+    for c_index, change in enumerate(changes):
+        change_path = f"{path}.changes[{c_index}]"
+        field_name = change.get("field") if isinstance(change, dict) else None
+        try:
+            if not isinstance(change, dict):
+                raise PayloadError("change is not an object")
+            if not isinstance(field_name, str) or not field_name:
+                raise PayloadError("change has no field name")
+            value = change.get("value")
+            if not isinstance(value, dict):
+                raise PayloadError("change value is not an object")
+            parsed.changes[field_name] = parsed.changes.get(field_name, 0) + 1
+            events = _decode_change(parsed, field_name, waba_id, entry_time, value)
+        except PayloadError as exc:
+            name = field_name if isinstance(field_name, str) else None
+            parsed.broken.append(Broken(change_path, name, str(exc)))
+            continue
+        for event in events:
+            if event.dedupe_key not in seen:
+                seen.add(event.dedupe_key)
+                parsed.events.append(event)
+
+
+def _decode_change(
+    parsed: ParsedBody,
+    field_name: str,
+    waba_id: str | None,
+    entry_time: datetime | None,
+    value: dict[str, Any],
+) -> list[Event]:
+    known = WebhookField(field_name)
+    if known in CUSTOMER_FIELDS:
+        parsed.has_customer_data = True
+        if waba_id:
+            parsed.wabas.add(waba_id)
+        _note_join(parsed, waba_id, value)
+        if known is WebhookField.MESSAGES:
+            count = sum(len(v) for k in _MESSAGE_ITEM_LISTS if isinstance(v := value.get(k), list))
+            parsed.items[field_name] = parsed.items.get(field_name, 0) + count
+            return []
+        return _user_preferences(parsed, waba_id, value)
+    parsed.has_management_data = True
+    decoder = decode.DECODERS.get(known)
+    detail: Detail = decoder(value) if decoder else UnmodelledChange()
+    key = dedupe_key(field_name, waba_id, _epoch(entry_time), value)
+    event = _event(known, field_name, waba_id, entry_time, value, key, detail)
+    if event.waba_id:
+        parsed.wabas.add(event.waba_id)
+    return [event]
+
+
+def _user_preferences(
+    parsed: ParsedBody, waba_id: str | None, value: dict[str, Any]
+) -> list[Event]:
+    items = value.get("user_preferences")
+    if not isinstance(items, list):
+        raise PayloadError("user_preferences is not a list")
+    metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+    assert isinstance(metadata, dict)
+    parsed.items["user_preferences"] = parsed.items.get("user_preferences", 0) + len(items)
+    events = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise PayloadError("user_preferences item is not an object")
+        detail = decode.user_preference(item, metadata)
+        occurred = parse_timestamp(item.get("timestamp"))
+        key = dedupe_key("user_preferences", detail.phone_number_id, item)
+        events.append(
+            _event(WebhookField.USER_PREFERENCES, "user_preferences", waba_id, occurred,
+                   item, key, detail)
+        )
+    return events
+
+
+def _note_join(parsed: ParsedBody, waba_id: str | None, value: dict[str, Any]) -> None:
+    metadata = value.get("metadata")
+    if not isinstance(metadata, dict):
+        return
+    phone_id = as_id(metadata.get("phone_number_id"))
+    display = normalise_display_number(metadata.get("display_phone_number"))
+    if phone_id and display:
+        parsed.joins.append(PhoneJoin(waba_id=waba_id, phone_number_id=phone_id,
+                                      display_phone_number=display))
+
+
+def _event(
+    known: WebhookField,
+    field_name: str,
+    waba_id: str | None,
+    occurred_at: datetime | None,
+    value: dict[str, Any],
+    key: str,
+    detail: Detail,
+) -> Event:
+    subject_kind, subject_id = _subject(detail, waba_id)
+    if isinstance(detail, AccountUpdate) and detail.waba_id:
+        waba_id = detail.waba_id  # PARTNER_* events: entry.id is the partner, not the WABA
+    return Event(
+        field=known,
+        field_name=field_name,
+        kind=_kind(detail, value),
+        waba_id=waba_id,
+        occurred_at=occurred_at,
+        value=value,
+        dedupe_key=key,
+        subject_kind=subject_kind,
+        subject_id=subject_id,
+        detail=detail,
+    )
+
+
+def _subject(detail: Detail, waba_id: str | None) -> tuple[SubjectKind | None, str | None]:
+    match detail:
+        case PhoneQualityUpdate() | PhoneNameUpdate() | SecurityUpdate():
+            return SubjectKind.PHONE_NUMBER, detail.display_phone_number
+        case TemplateStatusUpdate() | TemplateQualityUpdate() | TemplateCategoryUpdate() | (
+            TemplateComponentsUpdate()
+        ):
+            return SubjectKind.TEMPLATE, detail.template.template_id
+        case AccountUpdate():
+            return SubjectKind.WABA, detail.waba_id or waba_id
+        case AccountAlert(entity_type=AlertEntityType.BUSINESS, entity_id=str(entity)):
+            return SubjectKind.BUSINESS, entity
+        case AccountAlert(entity_type=AlertEntityType.PHONE_NUMBER, entity_id=str(entity)):
+            return SubjectKind.PHONE_NUMBER, entity
+        case AccountAlert() | BusinessCapabilityUpdate() | AccountReviewUpdate():
+            return SubjectKind.WABA, waba_id
+        case UserPreference():
+            return SubjectKind.PHONE_NUMBER, detail.phone_number_id or detail.display_phone_number
+    return None, None
+
+
+def _kind(detail: Detail, value: dict[str, Any]) -> str:
+    match detail:
+        case PhoneQualityUpdate() | TemplateStatusUpdate() | AccountUpdate() | SecurityUpdate():
+            return detail.event.value
+        case PhoneNameUpdate() | AccountReviewUpdate():
+            return detail.decision.value
+        case TemplateQualityUpdate():
+            return detail.new.value
+        case TemplateCategoryUpdate():
+            category = detail.correct_category or detail.new_category
+            return category.value if category else "UNKNOWN"
+        case TemplateComponentsUpdate():
+            return "EDITED"
+        case AccountAlert():
+            return detail.alert_type.value
+        case BusinessCapabilityUpdate():
+            return detail.messaging_limit.value if detail.messaging_limit else "CAPABILITY"
+        case UserPreference():
+            return detail.value.value
+    event = value.get("event")
+    return event[:64] if isinstance(event, str) else ""
+
+
+def _epoch(moment: datetime | None) -> int | None:
+    return int(moment.timestamp()) if moment else None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

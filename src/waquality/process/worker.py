@@ -1,0 +1,256 @@
+"""Process stored bodies: claim a batch, parse, deduplicate, apply state, mark done.
+
+Each batch is one transaction, so a body is processed exactly once even with several workers
+(PostgreSQL ``SKIP LOCKED``) and a crash mid-batch leaves it pending. A body that makes the code
+fail is isolated and quarantined with the error, never retried forever and never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row
+
+from waquality import metrics
+from waquality.domain.enums import Source
+from waquality.domain.events import Event
+from waquality.errors import StoreUnavailable
+from waquality.process.interpret import interpret
+from waquality.process.parse import Broken, ParsedBody, parse_body
+from waquality.store import inbox, schema
+from waquality.store.database import Database
+from waquality.store.state import StateWriter, TimedChange, join_phone
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    bodies: int = 0
+    events: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    history: int = 0
+
+    def add(self, other: BatchResult) -> None:
+        self.bodies += other.bodies
+        self.events += other.events
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+        self.history += other.history
+
+
+class Processor:
+    def __init__(self, db: Database, *, batch_size: int = 200, clock: Clock = utcnow) -> None:
+        self.db, self.batch_size, self.clock = db, batch_size, clock
+        self._joined: set[tuple[str, str]] = set()  # (phone id, display) already tied together
+
+    def run_once(self) -> BatchResult:
+        """Process one batch of pending bodies; an empty result means nothing was pending."""
+        ids: list[int] = []
+        try:
+            with self.db.write() as conn:
+                rows = inbox.claim_pending(conn, self.batch_size)
+                ids = [row.id for row in rows]
+                return self._process(conn, rows)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            log.exception("processing a batch failed; isolating its %d bodies", len(ids))
+        result = BatchResult()
+        for raw_id in ids:
+            result.add(self._process_alone(raw_id))
+        return result
+
+    def drain(self, limit: int | None = None) -> BatchResult:
+        """Process until nothing is pending (or ``limit`` bodies were processed)."""
+        total = BatchResult()
+        while limit is None or total.bodies < limit:
+            result = self.run_once()
+            if result.bodies == 0:
+                break
+            total.add(result)
+        return total
+
+    def _process_alone(self, raw_id: int) -> BatchResult:
+        try:
+            with self.db.write() as conn:
+                return self._process(conn, inbox.claim_ids(conn, [raw_id]))
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            log.exception("body %d cannot be processed; quarantining it", raw_id)
+            error = f"internal error while processing: {type(exc).__name__}: {exc}"[:2000]
+            with self.db.write() as conn:
+                if not inbox.claim_ids(conn, [raw_id]):
+                    return BatchResult()
+                _quarantine(conn, [(raw_id, Broken("", None, error))], self.clock())
+                inbox.mark_processed(conn, [(raw_id, False)], self.clock())
+            metrics.QUARANTINED.inc()
+            return BatchResult(bodies=1, quarantined=1)
+
+    def _process(self, conn: Connection, rows: Sequence[Row[Any]]) -> BatchResult:
+        if not rows:
+            return BatchResult()
+        now = self.clock()
+        parsed = [(row.id, row.received_at, parse_body(row.body)) for row in rows]
+        result = BatchResult(bodies=len(rows))
+        new_events = self._insert_events(conn, parsed, result)
+        for join in (j for _, _, p in parsed for j in p.joins):
+            if (join.phone_number_id, join.display_phone_number) not in self._joined:
+                join_phone(conn, join, now)
+                self._joined.add((join.phone_number_id, join.display_phone_number))
+        writer = StateWriter(self.db, conn, now, Source.WEBHOOK.value)
+        changes = [
+            TimedChange(change, occurred_at, event_id)
+            for event, occurred_at, event_id in new_events
+            for change in interpret(event)
+        ]
+        result.history = writer.apply(changes)
+        writer.touch_wabas(_wabas_seen(parsed))
+        broken = [(raw_id, b) for raw_id, _, p in parsed for b in p.broken]
+        _quarantine(conn, broken, now)
+        result.quarantined = len(broken)
+        _count_fields(self.db, conn, [p for _, _, p in parsed], now)
+        inbox.mark_processed(conn, [(rid, p.has_customer_data) for rid, _, p in parsed], now)
+        metrics.EVENTS.inc(result.events)
+        metrics.DUPLICATES.inc(result.duplicates)
+        metrics.QUARANTINED.inc(result.quarantined)
+        for _, received_at, _ in parsed:
+            metrics.PROCESSING_LAG.observe(max(0.0, (now - received_at).total_seconds()))
+        return result
+
+    def _insert_events(
+        self,
+        conn: Connection,
+        parsed: list[tuple[int, datetime, ParsedBody]],
+        result: BatchResult,
+    ) -> list[tuple[Event, datetime, int]]:
+        rows: dict[str, dict[str, Any]] = {}
+        events: dict[str, tuple[Event, datetime]] = {}
+        for raw_id, received_at, body in parsed:
+            for event in body.events:
+                if event.dedupe_key in rows:
+                    result.duplicates += 1
+                    continue
+                occurred = event.occurred_at or received_at
+                events[event.dedupe_key] = (event, occurred)
+                rows[event.dedupe_key] = {
+                    "dedupe_key": event.dedupe_key,
+                    "raw_id": raw_id,
+                    "source": Source.WEBHOOK.value,
+                    "field": event.field_name[:64],
+                    "kind": event.kind[:64],
+                    "waba_id": event.waba_id,
+                    "subject_kind": event.subject_kind.value if event.subject_kind else None,
+                    "subject_id": event.subject_id,
+                    "occurred_at": occurred,
+                    "received_at": received_at,
+                    "value": event.value,
+                }
+        if not rows:
+            return []
+        e = schema.events
+        statement = (
+            self.db.insert(e)
+            .on_conflict_do_nothing(index_elements=[e.c.dedupe_key])
+            .returning(e.c.id, e.c.dedupe_key)
+        )
+        inserted = conn.execute(statement, list(rows.values())).all()
+        result.events = len(inserted)
+        result.duplicates += len(rows) - len(inserted)
+        return [(events[key][0], events[key][1], event_id) for event_id, key in inserted]
+
+
+def _wabas_seen(parsed: list[tuple[int, datetime, ParsedBody]]) -> dict[str, datetime]:
+    seen: dict[str, datetime] = {}
+    for _, received_at, body in parsed:
+        for waba_id in body.wabas:
+            if waba_id not in seen or received_at > seen[waba_id]:
+                seen[waba_id] = received_at
+    return seen
+
+
+def _quarantine(conn: Connection, broken: list[tuple[int, Broken]], now: datetime) -> None:
+    if broken:
+        conn.execute(
+            schema.quarantine.insert(),
+            [
+                {"raw_id": raw_id, "path": b.path[:128], "field": (b.field or None) and
+                 b.field[:64], "error": b.error[:2000], "created_at": now}
+                for raw_id, b in broken
+            ],
+        )
+
+
+def _count_fields(db: Database, conn: Connection, bodies: list[ParsedBody], now: datetime) -> None:
+    totals: dict[str, list[int]] = {}
+    for body in bodies:
+        for field, n in body.changes.items():
+            totals.setdefault(field[:64], [0, 0])[0] += n
+        for field, n in body.items.items():
+            totals.setdefault(field[:64], [0, 0])[1] += n
+    if not totals:
+        return
+    for field, (changes, _) in totals.items():
+        metrics.WEBHOOK_CHANGES.labels(field=field if len(field) <= 40 else "UNKNOWN").inc(changes)
+    fc = schema.field_counts
+    statement = db.insert(fc)
+    statement = statement.on_conflict_do_update(
+        index_elements=[fc.c.field],
+        set_={
+            "changes": fc.c.changes + statement.excluded.changes,
+            "items": fc.c["items"] + statement.excluded["items"],
+            "last_seen_at": statement.excluded.last_seen_at,
+        },
+    )
+    conn.execute(
+        statement,
+        [{"field": f, "changes": c, "items": i, "first_seen_at": now, "last_seen_at": now}
+         for f, (c, i) in sorted(totals.items())],
+    )
+
+
+class BackgroundWorker:
+    """Runs a :class:`Processor` on a thread until stopped; woken early by new bodies."""
+
+    def __init__(self, processor: Processor, *, idle_poll: float = 1.0,
+                 name: str = "waquality-worker") -> None:
+        self.processor = processor
+        self.idle_poll = idle_poll
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                result = self.processor.run_once()
+                backoff = 0.5
+            except StoreUnavailable as exc:
+                log.warning("store unavailable, processing paused for %.1fs: %s", backoff, exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            if result.bodies == 0:
+                self.wake.wait(self.idle_poll)
+                self.wake.clear()

@@ -1,0 +1,111 @@
+"""A running instance: database, group committer, processing workers and housekeeping.
+
+``serve`` and the end-to-end tests build the same :class:`Runtime`, so what is tested is what
+runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from fastapi import FastAPI
+
+from waquality.api.app import Application, create_api
+from waquality.api.auth import ensure_api_token
+from waquality.config import Settings
+from waquality.errors import StoreUnavailable
+from waquality.ingest.committer import GroupCommitter
+from waquality.ingest.receiver import WebhookReceiver
+from waquality.process.worker import BackgroundWorker, Clock, Processor, utcnow
+from waquality.store import inbox, migrate
+from waquality.store.database import Database
+from waquality.store.retention import prune_customer_payloads
+
+log = logging.getLogger(__name__)
+HOUSEKEEPING_INTERVAL = 3600.0
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, clock: Clock = utcnow) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.db = Database(settings.database_url.get_secret_value())
+        self.committer: GroupCommitter | None = None
+        self.workers: list[BackgroundWorker] = []
+        self._stop = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+
+    def prepare(self) -> str | None:
+        """Apply migrations and make sure an API token exists; returns a newly made token."""
+        migrate.upgrade(self.db)
+        self.auth, generated = ensure_api_token(self.db, self.settings)
+        return generated
+
+    def application(self) -> Application:
+        verify_token = self.settings.verify_token
+        receiver = WebhookReceiver(
+            self.settings.app_secrets,
+            verify_token.get_secret_value().encode() if verify_token else None,
+            self._store,
+        )
+        return Application(receiver, create_api(self.db, self.auth, self._lifespan))
+
+    async def _store(self, body: bytes) -> None:
+        if self.committer is None:
+            raise StoreUnavailable("not started")
+        await self.committer.store(body)
+
+    def _write_bodies(self, bodies: Sequence[tuple[bytes, datetime]]) -> None:
+        with self.db.write(priority=True) as conn:
+            inbox.insert_bodies(conn, bodies)
+
+    def _wake_workers(self) -> None:
+        for worker in self.workers:
+            worker.wake.set()
+
+    def start(self) -> None:
+        self.workers = [
+            BackgroundWorker(Processor(self.db, batch_size=self.settings.batch_size,
+                                       clock=self.clock), name=f"waquality-worker-{i}")
+            for i in range(self.settings.workers)
+        ]
+        for worker in self.workers:
+            worker.start()
+        self.committer = GroupCommitter(self._write_bodies, on_commit=self._wake_workers)
+        self._housekeeper = threading.Thread(target=self._housekeeping, daemon=True,
+                                             name="waquality-housekeeping")
+        self._housekeeper.start()
+
+    def stop(self) -> None:
+        if self.committer is not None:
+            self.committer.close()
+        self._stop.set()
+        for worker in self.workers:
+            worker.stop()
+        if self._housekeeper is not None:
+            self._housekeeper.join(10)
+        self.db.dispose()
+
+    @asynccontextmanager
+    async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        self.start()
+        try:
+            yield
+        finally:
+            self.stop()
+
+    def _housekeeping(self) -> None:
+        delay = 0.0
+        while not self._stop.wait(delay):
+            delay = HOUSEKEEPING_INTERVAL
+            try:
+                pruned = prune_customer_payloads(self.db, self.clock(),
+                                                 self.settings.customer_data_retention)
+                if pruned:
+                    log.info("retention: %d customer payloads deleted or redacted", pruned)
+            except StoreUnavailable as exc:
+                log.warning("retention skipped: %s", exc)

@@ -1,0 +1,1 @@
+"""Storage: one schema and one migration history for SQLite and PostgreSQL."""

@@ -1,0 +1,173 @@
+"""Connections to SQLite or PostgreSQL, with durable commits on both.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (a commit survives a power cut) and its writes
+are serialised deliberately: every write transaction passes through :class:`WriteGate`, where
+webhook acknowledgements go before background processing. PostgreSQL commits with
+``synchronous_commit=on`` and needs no gate: row locks and ``SKIP LOCKED`` do that work.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.sql.dml import Insert
+
+from waquality.errors import ConfigError, StoreUnavailable
+
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+class WriteGate:
+    """One writer at a time; the ``priority`` side (acknowledgements) goes first."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._waiting_priority = 0
+
+    @contextmanager
+    def priority(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_priority += 1
+            while self._busy:
+                self._cond.wait()
+            self._waiting_priority -= 1
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    @contextmanager
+    def background(self) -> Iterator[None]:
+        with self._cond:
+            while self._busy or self._waiting_priority:
+                self._cond.wait()
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
+
+
+class _NoGate(WriteGate):
+    @contextmanager
+    def priority(self) -> Iterator[None]:
+        yield
+
+    @contextmanager
+    def background(self) -> Iterator[None]:
+        yield
+
+
+class Database:
+    """The engine plus the rules for writing to it."""
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        try:
+            parsed = make_url(url)
+        except Exception as exc:
+            raise ConfigError(f"database URL cannot be parsed: {type(exc).__name__}") from None
+        self.url = parsed
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            self.engine = _sqlite_engine(url, pool_size)
+            self.gate: WriteGate = WriteGate()
+        elif self.dialect == "postgresql":
+            self.engine = create_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                connect_args={"options": "-c synchronous_commit=on", "connect_timeout": 10},
+            )
+            self.gate = _NoGate()
+        else:
+            raise ConfigError(
+                f"unsupported database {self.dialect!r}: use sqlite:///PATH or "
+                "postgresql+psycopg://USER@HOST/DB"
+            )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    def insert(self, table: Table) -> Insert:
+        """An INSERT that knows ON CONFLICT on this database."""
+        if self.is_sqlite:
+            return sqlite.insert(table)
+        return postgresql.insert(table)
+
+    @contextmanager
+    def write(self, *, priority: bool = False) -> Iterator[Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit."""
+        gate = self.gate.priority() if priority else self.gate.background()
+        with gate, _unavailable_on_error(), self.engine.connect() as conn:
+            conn = conn.execution_options(write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with _unavailable_on_error(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@contextmanager
+def _unavailable_on_error() -> Iterator[None]:
+    try:
+        yield
+    except DBAPIError as exc:
+        if isinstance(exc, OperationalError) or exc.connection_invalidated:
+            raise StoreUnavailable(_describe(exc)) from exc
+        raise
+
+
+def _describe(exc: DBAPIError) -> str:
+    original = exc.orig
+    text = str(original).strip().splitlines()[0] if original else type(exc).__name__
+    return text[:200]
+
+
+def _sqlite_engine(url: str, pool_size: int) -> Engine:
+    engine = create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        connect_args={"check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" below decide how transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine

@@ -1,0 +1,85 @@
+"""The raw webhook inbox: durable bodies in, claimed batches out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, bindparam, func, select, update
+
+from waquality.domain.enums import RawStatus
+from waquality.store import schema
+from waquality.store.database import Database
+
+raw = schema.raw_webhooks
+
+
+def insert_bodies(conn: Connection, bodies: Sequence[tuple[bytes, datetime]]) -> None:
+    conn.execute(raw.insert(), [{"body": body, "received_at": at} for body, at in bodies])
+
+
+def claim_pending(conn: Connection, limit: int) -> Sequence[Row[Any]]:
+    """Pending bodies, oldest first, locked for this transaction (skipped by other workers)."""
+    query = (
+        select(raw.c.id, raw.c.body, raw.c.received_at)
+        .where(raw.c.status == RawStatus.PENDING.value)
+        .order_by(raw.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(query).all()
+
+
+def claim_ids(conn: Connection, ids: Sequence[int]) -> Sequence[Row[Any]]:
+    query = (
+        select(raw.c.id, raw.c.body, raw.c.received_at)
+        .where(raw.c.id.in_(ids), raw.c.status == RawStatus.PENDING.value)
+        .order_by(raw.c.id)
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(query).all()
+
+
+def mark_processed(
+    conn: Connection, done: Sequence[tuple[int, bool]], now: datetime
+) -> None:
+    """``done``: (raw id, whether the body holds customer data)."""
+    if not done:
+        return
+    statement = (
+        update(raw)
+        .where(raw.c.id == bindparam("rid"))
+        .values(status=RawStatus.PROCESSED.value, processed_at=now,
+                has_customer_data=bindparam("customer"))
+    )
+    conn.execute(statement, [{"rid": rid, "customer": customer} for rid, customer in done])
+
+
+def requeue(conn: Connection, ids: Sequence[int]) -> int:
+    result = conn.execute(
+        update(raw).where(raw.c.id.in_(ids)).values(status=RawStatus.PENDING.value,
+                                                   processed_at=None)
+    )
+    return result.rowcount or 0
+
+
+def counts(db: Database) -> dict[str, int]:
+    with db.read() as conn:
+        total = conn.execute(select(func.count()).select_from(raw)).scalar_one()
+        pending = conn.execute(
+            select(func.count()).select_from(raw).where(raw.c.status == RawStatus.PENDING.value)
+        ).scalar_one()
+        open_quarantine = conn.execute(
+            select(func.count(func.distinct(schema.quarantine.c.raw_id))).where(
+                schema.quarantine.c.resolved_at.is_(None)
+            )
+        ).scalar_one()
+        events = conn.execute(select(func.count()).select_from(schema.events)).scalar_one()
+    return {
+        "received": total,
+        "pending": pending,
+        "processed": total - pending,
+        "quarantined": open_quarantine,
+        "events": events,
+    }

@@ -1,0 +1,242 @@
+"""The tables (SQLAlchemy Core). Migrations in ``migrations/`` must produce exactly this."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on both databases."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite's rowid alias must be INTEGER
+# Plain JSON on both: PostgreSQL's JSONB would refuse some authentic payloads (\u0000).
+Json = JSON()
+
+
+def _state_columns() -> list[Column[Any]]:
+    """Bookkeeping every state table shares."""
+    return [
+        Column("updated_at", UTCDateTime, nullable=False),
+        # field → Unix time of the event that set it: a late, older event never overwrites.
+        Column("as_of", Json, nullable=False, default=dict),
+    ]
+
+
+raw_webhooks = Table(
+    "raw_webhooks",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("processed_at", UTCDateTime),
+    Column("has_customer_data", Boolean),
+    Column("redacted_at", UTCDateTime),
+    Index(
+        "ix_raw_webhooks_pending",
+        "id",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("ix_raw_webhooks_received_at", "received_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(64), nullable=False, unique=True),
+    Column("raw_id", Id, ForeignKey("raw_webhooks.id", ondelete="SET NULL")),
+    Column("source", String(16), nullable=False),
+    Column("field", String(64), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("waba_id", String(64)),
+    Column("subject_kind", String(16)),
+    Column("subject_id", String(64)),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("value", Json, nullable=False),
+    Index("ix_events_occurred_at", "occurred_at", "id"),
+    Index("ix_events_field_occurred_at", "field", "occurred_at"),
+    Index("ix_events_waba_id_occurred_at", "waba_id", "occurred_at"),
+    Index("ix_events_subject", "subject_kind", "subject_id", "occurred_at"),
+    Index("ix_events_raw_id", "raw_id"),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("raw_id", Id, ForeignKey("raw_webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("path", String(128), nullable=False),
+    Column("field", String(64)),
+    Column("error", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime),
+    Index("ix_quarantine_raw_id", "raw_id"),
+    Index(
+        "ix_quarantine_open",
+        "id",
+        sqlite_where=text("resolved_at IS NULL"),
+        postgresql_where=text("resolved_at IS NULL"),
+    ),
+)
+
+field_counts = Table(
+    "field_counts",
+    metadata,
+    Column("field", String(64), primary_key=True),
+    Column("changes", BigInteger, nullable=False, default=0),
+    Column("items", BigInteger, nullable=False, default=0),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+)
+
+businesses = Table(
+    "businesses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("messaging_limit", String(32)),
+    Column("last_alert", String(128)),
+    *_state_columns(),
+)
+
+wabas = Table(
+    "wabas",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("business_id", String(64)),
+    Column("account_state", String(32)),
+    Column("partner_state", String(32)),
+    Column("ban_state", String(32)),
+    Column("ban_date", UTCDateTime),
+    Column("violation", String(128)),
+    Column("restrictions", Text),
+    Column("restricted_until", UTCDateTime),
+    Column("review_decision", String(32)),
+    Column("messaging_limit", String(32)),
+    Column("max_phone_numbers", Integer),
+    Column("last_event", String(64)),
+    Column("last_alert", String(128)),
+    Column("last_webhook_at", UTCDateTime),
+    *_state_columns(),
+)
+
+phone_numbers = Table(
+    "phone_numbers",
+    metadata,
+    Column("key", Id, primary_key=True, autoincrement=True),
+    Column("phone_number_id", String(64), unique=True),
+    Column("display_phone_number", String(32), unique=True),
+    Column("waba_id", String(64)),
+    Column("verified_name", String(512)),
+    Column("quality_rating", String(16)),
+    Column("status", String(32)),
+    Column("messaging_limit", String(32)),
+    Column("legacy_tier", String(32)),
+    Column("throughput", String(32)),
+    Column("name_status", String(32)),
+    Column("name_rejection_reason", String(64)),
+    Column("security_event", String(64)),
+    Column("last_event", String(64)),
+    Column("last_alert", String(128)),
+    *_state_columns(),
+    Index("ix_phone_numbers_waba_id", "waba_id"),
+)
+
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("waba_id", String(64)),
+    Column("name", String(512)),
+    Column("language", String(32)),
+    Column("category", String(32)),
+    Column("status", String(32)),
+    Column("quality_score", String(16)),
+    Column("pause_count", Integer, nullable=False, default=0),
+    Column("rate_limit_pause_count", Integer, nullable=False, default=0),
+    Column("paused_until", UTCDateTime),
+    Column("disable_date", UTCDateTime),
+    Column("rejected_reason", String(64)),
+    Column("pending_category", String(32)),
+    Column("category_change_at", UTCDateTime),
+    Column("components_updated_at", UTCDateTime),
+    Column("locked", Boolean),
+    Column("last_event", String(64)),
+    *_state_columns(),
+    Index("ix_templates_waba_id", "waba_id"),
+)
+
+history = Table(
+    "history",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("subject_kind", String(16), nullable=False),
+    Column("subject_key", String(64), nullable=False),
+    Column("field", String(64), nullable=False),
+    Column("old_value", Text),
+    Column("new_value", Text),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("event_id", Id, ForeignKey("events.id", ondelete="SET NULL")),
+    Index("ix_history_subject", "subject_kind", "subject_key", "field", "occurred_at"),
+    Index("ix_history_occurred_at", "occurred_at"),
+)
+
+instance = Table(
+    "instance",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+STATE_TABLES = {"business": businesses, "waba": wabas, "phone_number": phone_numbers,
+                "template": templates}

@@ -1,0 +1,328 @@
+"""Apply state changes to the current-state tables and write their history.
+
+Rules:
+- per field, the newest event wins: a change older than the field's ``as_of`` goes into history
+  (between the rows around it) but never overwrites the current value;
+- only a real change (old ≠ new) creates a history row;
+- rows are locked (``FOR UPDATE`` on PostgreSQL) in a fixed order, so concurrent workers never
+  lose an update and never deadlock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, bindparam, delete, select, update
+
+from waquality.domain.enums import SubjectKind, TemplateStatus
+from waquality.domain.events import PhoneJoin
+from waquality.process.interpret import UNTRACKED_FIELDS, Op, StateChange, StateValue, SubjectRef
+from waquality.store import schema
+from waquality.store.database import Database
+
+_PK = {SubjectKind.PHONE_NUMBER: "key"}
+
+
+@dataclass(frozen=True, slots=True)
+class TimedChange:
+    change: StateChange
+    occurred_at: datetime
+    event_id: int | None
+
+
+def stored(value: StateValue) -> StateValue:
+    """The value as a column holds it (enums as their string)."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def history_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class StateWriter:
+    """Applies one batch of changes inside the caller's write transaction."""
+
+    def __init__(self, db: Database, conn: Connection, now: datetime, source: str) -> None:
+        self.db, self.conn, self.now, self.source = db, conn, now, source
+        self._rows: dict[tuple[SubjectKind, Any], dict[str, Any]] = {}
+        self._refs: dict[SubjectRef, tuple[SubjectKind, Any]] = {}
+        self._dirty: set[tuple[SubjectKind, Any]] = set()
+        self._history: list[dict[str, Any]] = []
+        self.history_written = 0
+
+    # -- public -------------------------------------------------------------------------------
+
+    def apply(self, changes: Sequence[TimedChange]) -> int:
+        """Apply ``changes`` (in any order); returns how many history rows were written."""
+        ordered = sorted(changes, key=lambda c: c.occurred_at)
+        self._load({c.change.subject for c in ordered})
+        for timed in ordered:
+            self._apply_one(timed)
+        self._flush()
+        return self.history_written
+
+    def touch_wabas(self, seen: dict[str, datetime]) -> None:
+        """Record the last time each WABA sent us anything (creating unknown WABAs)."""
+        refs = {SubjectRef(SubjectKind.WABA, waba_id) for waba_id in seen}
+        self._load(refs)
+        for waba_id, at in seen.items():
+            row = self._rows[(SubjectKind.WABA, waba_id)]
+            if row["last_webhook_at"] is None or at > row["last_webhook_at"]:
+                row["last_webhook_at"] = at
+                self._dirty.add((SubjectKind.WABA, waba_id))
+        self._flush()
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def _load(self, refs: Iterable[SubjectRef]) -> None:
+        missing = [r for r in refs if r not in self._refs]
+        for kind in SubjectKind:
+            wanted = sorted((r for r in missing if r.kind is kind), key=lambda r: r.key)
+            if wanted:
+                self._load_kind(kind, wanted)
+
+    def _load_kind(self, kind: SubjectKind, refs: list[SubjectRef]) -> None:
+        table = schema.STATE_TABLES[kind]
+        by_display = [r for r in refs if r.by_display]
+        by_id = [r for r in refs if not r.by_display]
+        if kind is SubjectKind.PHONE_NUMBER:
+            groups = [(by_id, table.c.phone_number_id), (by_display, table.c.display_phone_number)]
+        else:
+            groups = [(by_id, table.c.id)]
+        for group, column in groups:
+            if not group:
+                continue
+            keys = sorted({r.key for r in group})
+            found = self._select(table, column.in_(keys))
+            absent = [r for r in group if r.key not in {row[column.key] for row in found}]
+            if absent:
+                self._create(kind, table, column.key, absent)
+                found = self._select(table, column.in_(keys))
+            by_key = {row[column.key]: row for row in found}
+            pk = _PK.get(kind, "id")
+            for ref in group:
+                row = by_key[ref.key]
+                self._rows.setdefault((kind, row[pk]), row)
+                self._refs[ref] = (kind, row[pk])
+                self._adopt_waba(kind, row, ref)
+
+    def _select(self, table: Table, condition: Any) -> list[dict[str, Any]]:
+        pk = table.c.get("key", table.c.get("id"))
+        query = select(table).where(condition).order_by(pk).with_for_update()
+        rows = [dict(row._mapping) for row in self.conn.execute(query)]
+        for row in rows:
+            row["as_of"] = dict(row["as_of"] or {})
+        return rows
+
+    def _create(self, kind: SubjectKind, table: Table, column: str, refs: list[SubjectRef]) -> None:
+        values = []
+        for ref in refs:
+            row: dict[str, Any] = {column: ref.key, "updated_at": self.now, "as_of": {}}
+            if kind in (SubjectKind.PHONE_NUMBER, SubjectKind.TEMPLATE):
+                row["waba_id"] = ref.waba_id
+            if kind is SubjectKind.TEMPLATE:
+                row.update(pause_count=0, rate_limit_pause_count=0)
+            values.append(row)
+        self.conn.execute(self.db.insert(table).on_conflict_do_nothing(), values)
+
+    def _adopt_waba(self, kind: SubjectKind, row: dict[str, Any], ref: SubjectRef) -> None:
+        if kind in (SubjectKind.PHONE_NUMBER, SubjectKind.TEMPLATE) and ref.waba_id:
+            if row["waba_id"] != ref.waba_id:
+                row["waba_id"] = ref.waba_id
+                self._dirty.add(self._refs[ref])
+
+    # -- applying -----------------------------------------------------------------------------
+
+    def _apply_one(self, timed: TimedChange) -> None:
+        change = timed.change
+        ident = self._refs[change.subject]
+        row = self._rows[ident]
+        field, at = change.field, timed.occurred_at
+        epoch = at.timestamp()
+        current = row[field]
+        match change.op:
+            case Op.SET:
+                if epoch < row["as_of"].get(field, float("-inf")):
+                    self._late(ident, field, stored(change.value), at, timed.event_id)
+                    return
+                new = stored(change.value)
+            case Op.AT_LEAST:
+                new = max(int(current or 0), int(change.value or 0))
+            case Op.INCREMENT:
+                new = int(current or 0) + int(change.value or 0)
+            case Op.RESTORE:
+                if epoch < row["as_of"].get(field, float("-inf")) or current != change.value:
+                    return
+                new = self._value_before(ident, field) or TemplateStatus.UNKNOWN.value
+        row["as_of"][field] = max(epoch, row["as_of"].get(field, epoch))
+        self._dirty.add(ident)
+        if new == current:
+            return
+        row[field] = new
+        if field not in UNTRACKED_FIELDS:
+            self._history.append(self._history_row(ident, field, current, new, at, timed.event_id))
+        for follow_up in self._follow_ups(ident, row, field):
+            self._load([follow_up.subject])
+            self._apply_one(TimedChange(follow_up, at, timed.event_id))
+
+    def _follow_ups(
+        self, ident: tuple[SubjectKind, Any], row: dict[str, Any], field: str
+    ) -> list[StateChange]:
+        """A WABA's messaging limit is its business portfolio's limit."""
+        kind, _ = ident
+        if kind is SubjectKind.WABA and field in ("messaging_limit", "business_id"):
+            if row["business_id"] and row["messaging_limit"]:
+                business = SubjectRef(SubjectKind.BUSINESS, row["business_id"])
+                return [StateChange(business, "messaging_limit", row["messaging_limit"])]
+        return []
+
+    def _history_row(
+        self,
+        ident: tuple[SubjectKind, Any],
+        field: str,
+        old: Any,
+        new: Any,
+        at: datetime,
+        event_id: int | None,
+    ) -> dict[str, Any]:
+        kind, key = ident
+        return {
+            "subject_kind": kind.value,
+            "subject_key": str(key),
+            "field": field,
+            "old_value": history_text(old),
+            "new_value": history_text(new),
+            "occurred_at": at,
+            "recorded_at": self.now,
+            "source": self.source,
+            "event_id": event_id,
+        }
+
+    def _late(
+        self,
+        ident: tuple[SubjectKind, Any],
+        field: str,
+        value: StateValue,
+        at: datetime,
+        event_id: int | None,
+    ) -> None:
+        """An older fact: slot it into history without touching the current value."""
+        if field in UNTRACKED_FIELDS:
+            return
+        self._flush_history()
+        h = schema.history
+        where = and_(h.c.subject_kind == ident[0].value, h.c.subject_key == str(ident[1]),
+                     h.c.field == field)
+        before = self.conn.execute(
+            select(h.c.new_value).where(where, h.c.occurred_at <= at)
+            .order_by(h.c.occurred_at.desc(), h.c.id.desc()).limit(1)
+        ).scalar()
+        new = history_text(value)
+        if before == new:
+            return
+        self._history.append(self._history_row(ident, field, None, value, at, event_id))
+        self._history[-1]["old_value"] = before
+        after = self.conn.execute(
+            select(h.c.id).where(where, h.c.occurred_at > at)
+            .order_by(h.c.occurred_at, h.c.id).limit(1)
+        ).scalar()
+        if after is not None:
+            self.conn.execute(update(h).where(h.c.id == after).values(old_value=new))
+
+    def _value_before(self, ident: tuple[SubjectKind, Any], field: str) -> str | None:
+        self._flush_history()
+        h = schema.history
+        return self.conn.execute(
+            select(h.c.old_value).where(
+                h.c.subject_kind == ident[0].value, h.c.subject_key == str(ident[1]),
+                h.c.field == field,
+            ).order_by(h.c.occurred_at.desc(), h.c.id.desc()).limit(1)
+        ).scalar()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _flush_history(self) -> None:
+        if self._history:
+            self.conn.execute(schema.history.insert(), self._history)
+            self.history_written += len(self._history)
+            self._history = []
+
+    def _flush(self) -> None:
+        self._flush_history()
+        for kind in SubjectKind:
+            dirty = [self._rows[i] for i in sorted(self._dirty, key=str) if i[0] is kind]
+            if not dirty:
+                continue
+            table = schema.STATE_TABLES[kind]
+            pk = _PK.get(kind, "id")
+            columns = [c.key for c in table.c if c.key != pk]
+            statement = (
+                update(table)
+                .where(table.c[pk] == bindparam("_pk"))
+                .values({c: bindparam(f"_{c}") for c in columns})
+            )
+            params = []
+            for row in dirty:
+                row["updated_at"] = self.now
+                params.append({"_pk": row[pk], **{f"_{c}": row[c] for c in columns}})
+            self.conn.execute(statement, params)
+        self._dirty.clear()
+
+
+def join_phone(conn: Connection, join: PhoneJoin, now: datetime) -> None:
+    """Tie a display number to its phone-number ID, merging a display-only row into it."""
+    t = schema.phone_numbers
+    by_id = conn.execute(
+        select(t).where(t.c.phone_number_id == join.phone_number_id).with_for_update()
+    ).mappings().first()
+    by_display = conn.execute(
+        select(t).where(t.c.display_phone_number == join.display_phone_number).with_for_update()
+    ).mappings().first()
+    if by_id is not None and by_display is not None:
+        if by_id["key"] != by_display["key"] and by_display["phone_number_id"] is None:
+            _merge(conn, into=dict(by_id), other=dict(by_display), now=now)
+        return
+    if by_id is not None:
+        if by_id["display_phone_number"] is None:
+            conn.execute(update(t).where(t.c.key == by_id["key"])
+                         .values(display_phone_number=join.display_phone_number))
+        return
+    if by_display is not None:
+        if by_display["phone_number_id"] is None:
+            conn.execute(update(t).where(t.c.key == by_display["key"])
+                         .values(phone_number_id=join.phone_number_id,
+                                 waba_id=by_display["waba_id"] or join.waba_id))
+        return
+    conn.execute(t.insert().values(phone_number_id=join.phone_number_id,
+                                   display_phone_number=join.display_phone_number,
+                                   waba_id=join.waba_id, updated_at=now, as_of={}))
+
+
+def _merge(conn: Connection, *, into: dict[str, Any], other: dict[str, Any], now: datetime) -> None:
+    t, h = schema.phone_numbers, schema.history
+    as_of = dict(into["as_of"] or {})
+    values: dict[str, Any] = {"display_phone_number": other["display_phone_number"],
+                              "updated_at": now}
+    for field, stamp in (other["as_of"] or {}).items():
+        if stamp >= as_of.get(field, float("-inf")):
+            values[field] = other[field]
+            as_of[field] = stamp
+    values["as_of"] = as_of
+    values["waba_id"] = into["waba_id"] or other["waba_id"]
+    conn.execute(h.update().where(h.c.subject_kind == SubjectKind.PHONE_NUMBER.value,
+                                  h.c.subject_key == str(other["key"]))
+                 .values(subject_key=str(into["key"])))
+    conn.execute(delete(t).where(t.c.key == other["key"]))
+    conn.execute(update(t).where(t.c.key == into["key"]).values(values))
