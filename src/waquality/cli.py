@@ -48,14 +48,22 @@ def serve(host: str | None, port: int | None) -> None:
     runtime = Runtime(settings)
     token = _prepare(runtime)
     if not settings.app_secret:
-        click.echo("warning: WAQUALITY_APP_SECRET is not set: webhook deliveries are refused "
-                   "(503, Meta retries) until it is.", err=True)
+        click.echo(
+            "warning: WAQUALITY_APP_SECRET is not set: webhook deliveries are refused "
+            "(503, Meta retries) until it is.",
+            err=True,
+        )
     if token:
         click.echo(f"Generated an API token (shown once; store it): {token}")
     config = uvicorn.Config(
-        runtime.application(), host=host or settings.host, port=port or settings.port,
-        access_log=False, log_level=settings.log_level.lower(), lifespan="on",
-        timeout_graceful_shutdown=10, server_header=False,
+        runtime.application(),
+        host=host or settings.host,
+        port=port or settings.port,
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        server_header=False,
     )
     uvicorn.Server(config).run()
 
@@ -73,8 +81,9 @@ def worker() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    background = BackgroundWorker(Processor(runtime.db, batch_size=settings.batch_size),
-                                  idle_poll=0.5)
+    background = BackgroundWorker(
+        Processor(runtime.db, batch_size=settings.batch_size), idle_poll=0.5
+    )
     background.start()
     click.echo("worker running; Ctrl-C stops it")
     stop.wait()
@@ -100,8 +109,12 @@ def db_upgrade() -> None:
 
 @main.command()
 @click.argument("raw_ids", nargs=-1, type=int)
-@click.option("--process/--no-process", default=True, show_default=True,
-              help="Process the requeued bodies now (otherwise a running worker will).")
+@click.option(
+    "--process/--no-process",
+    default=True,
+    show_default=True,
+    help="Process the requeued bodies now (otherwise a running worker will).",
+)
 def reprocess(raw_ids: tuple[int, ...], process: bool) -> None:
     """Replay quarantined bodies (or the given RAW_IDS) through processing."""
     from waquality.process.worker import Processor, utcnow
@@ -114,8 +127,10 @@ def reprocess(raw_ids: tuple[int, ...], process: bool) -> None:
     click.echo(f"requeued {count} bodies")
     if process and count:
         result = _run(lambda: Processor(runtime.db).drain())
-        click.echo(f"processed {result.bodies} bodies: {result.events} new events, "
-                   f"{result.duplicates} duplicates, {result.quarantined} quarantined again")
+        click.echo(
+            f"processed {result.bodies} bodies: {result.events} new events, "
+            f"{result.duplicates} duplicates, {result.quarantined} quarantined again"
+        )
 
 
 @main.command()
@@ -130,8 +145,12 @@ def quarantine(include_resolved: bool, limit: int, item_id: int | None) -> None:
     runtime = Runtime(_settings())
     _prepare(runtime)
     with runtime.db.read() as conn:
-        page = queries.quarantine(conn, include_resolved=include_resolved or item_id is not None,
-                                  limit=limit if item_id is None else 10_000, cursor=None)
+        page = queries.quarantine(
+            conn,
+            include_resolved=include_resolved or item_id is not None,
+            limit=limit if item_id is None else 10_000,
+            cursor=None,
+        )
         items = [i for i in page.items if item_id is None or i["id"] == item_id]
         if item_id is not None:
             if not items:
@@ -149,8 +168,10 @@ def quarantine(include_resolved: bool, limit: int, item_id: int | None) -> None:
 def _print_item(item: dict[str, Any]) -> None:
     state = "resolved" if item["resolved_at"] else "open"
     where = item["path"] or "(whole body)"
-    click.echo(f"#{item['id']} raw {item['raw_id']} {state} {item['received_at']:%Y-%m-%d %H:%M:%S}"
-               f" {where} {item['field'] or ''}: {item['error']}")
+    click.echo(
+        f"#{item['id']} raw {item['raw_id']} {state} {item['received_at']:%Y-%m-%d %H:%M:%S}"
+        f" {where} {item['field'] or ''}: {item['error']}"
+    )
 
 
 @main.command()

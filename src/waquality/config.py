@@ -116,7 +116,7 @@ def load_settings(
     for name, raw in env.items():
         if not name.startswith(PREFIX) or name == PREFIX + "CONFIG":
             continue
-        key = name[len(PREFIX):].lower()
+        key = name[len(PREFIX) :].lower()
         if key.endswith("_file") and key[:-5] in SECRET_FIELDS:
             secret = key[:-5]
             if PREFIX + secret.upper() in env:

@@ -5,6 +5,7 @@
     WaqualityError
     ├── ConfigError            settings that cannot be used; start-up stops with its message
     ├── StoreUnavailable       the database cannot commit right now (the webhook answers 503)
+    │   └── StoreConflict      a deadlock or serialisation failure: retry the transaction
     ├── PayloadError           an authentic payload that cannot be parsed (it is quarantined)
     └── ApiError               an HTTP-facing error; carries its status and a stable code
         ├── BadRequest         400
@@ -25,6 +26,10 @@ class ConfigError(WaqualityError):
 
 class StoreUnavailable(WaqualityError):
     """The store could not durably commit (database down, disk full, file locked)."""
+
+
+class StoreConflict(StoreUnavailable):
+    """Concurrent transactions collided (deadlock, serialisation failure); retrying succeeds."""
 
 
 class PayloadError(WaqualityError):

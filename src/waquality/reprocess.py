@@ -22,11 +22,14 @@ def requeue_quarantined(db: Database, now: datetime, raw_ids: Sequence[int] = ()
         if raw_ids:
             ids = list(raw_ids)
         else:
-            ids = list(conn.execute(
-                select(q.c.raw_id).where(q.c.resolved_at.is_(None)).distinct()
-            ).scalars())
+            ids = list(
+                conn.execute(
+                    select(q.c.raw_id).where(q.c.resolved_at.is_(None)).distinct()
+                ).scalars()
+            )
         if not ids:
             return 0
-        conn.execute(update(q).where(q.c.raw_id.in_(ids), q.c.resolved_at.is_(None))
-                     .values(resolved_at=now))
+        conn.execute(
+            update(q).where(q.c.raw_id.in_(ids), q.c.resolved_at.is_(None)).values(resolved_at=now)
+        )
         return inbox.requeue(conn, ids)

@@ -69,15 +69,18 @@ class Runtime:
 
     def start(self) -> None:
         self.workers = [
-            BackgroundWorker(Processor(self.db, batch_size=self.settings.batch_size,
-                                       clock=self.clock), name=f"waquality-worker-{i}")
+            BackgroundWorker(
+                Processor(self.db, batch_size=self.settings.batch_size, clock=self.clock),
+                name=f"waquality-worker-{i}",
+            )
             for i in range(self.settings.workers)
         ]
         for worker in self.workers:
             worker.start()
         self.committer = GroupCommitter(self._write_bodies, on_commit=self._wake_workers)
-        self._housekeeper = threading.Thread(target=self._housekeeping, daemon=True,
-                                             name="waquality-housekeeping")
+        self._housekeeper = threading.Thread(
+            target=self._housekeeping, daemon=True, name="waquality-housekeeping"
+        )
         self._housekeeper.start()
 
     def stop(self) -> None:
@@ -103,8 +106,9 @@ class Runtime:
         while not self._stop.wait(delay):
             delay = HOUSEKEEPING_INTERVAL
             try:
-                pruned = prune_customer_payloads(self.db, self.clock(),
-                                                 self.settings.customer_data_retention)
+                pruned = prune_customer_payloads(
+                    self.db, self.clock(), self.settings.customer_data_retention
+                )
                 if pruned:
                     log.info("retention: %d customer payloads deleted or redacted", pruned)
             except StoreUnavailable as exc:

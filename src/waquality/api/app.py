@@ -81,8 +81,9 @@ def create_api(db: Database, auth: Authenticator, lifespan: Lifespan | None = No
 
     @api.get("/api/v1/openapi.json", include_in_schema=False, dependencies=secured)
     def openapi() -> dict[str, Any]:
-        return get_openapi(title=api.title, version=api.version, summary=api.summary,
-                           routes=api.routes)
+        return get_openapi(
+            title=api.title, version=api.version, summary=api.summary, routes=api.routes
+        )
 
     @api.get("/healthz", include_in_schema=False)
     def healthz() -> PlainTextResponse:

@@ -13,9 +13,7 @@ MAX_LIMIT = 10_000
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (1–10,000).")]
 Cursor = Annotated[str | None, Query(description="The 'next' value of the previous page.")]
-TimeParam = Annotated[
-    str | None, Query(description="ISO 8601 (UTC if no offset) or Unix seconds.")
-]
+TimeParam = Annotated[str | None, Query(description="ISO 8601 (UTC if no offset) or Unix seconds.")]
 
 
 def parse_time(value: str | None, name: str) -> datetime | None:

@@ -74,9 +74,14 @@ def phone_number_history(
         if row is None:
             raise NotFound(f"no phone number {number[:40]!r}")
         page = queries.history(
-            conn, kind=SubjectKind.PHONE_NUMBER, key=str(row["key"]), field=field,
-            since=parse_time(since, "since"), until=parse_time(until, "until"),
-            limit=limit, cursor=cursor,
+            conn,
+            kind=SubjectKind.PHONE_NUMBER,
+            key=str(row["key"]),
+            field=field,
+            since=parse_time(since, "since"),
+            until=parse_time(until, "until"),
+            limit=limit,
+            cursor=cursor,
         )
     return _page(page)
 
@@ -93,8 +98,12 @@ def list_templates(
 ) -> dict[str, Any]:
     with db.read() as conn:
         page = queries.templates(
-            conn, waba_id=waba_id, status=status and status.upper(),
-            quality_score=quality_score and quality_score.upper(), name=name, limit=limit,
+            conn,
+            waba_id=waba_id,
+            status=status and status.upper(),
+            quality_score=quality_score and quality_score.upper(),
+            name=name,
+            limit=limit,
             cursor=cursor,
         )
     return _page(page)
@@ -114,9 +123,14 @@ def template_history(
         if queries.find_template(conn, template_id) is None:
             raise NotFound(f"no template {template_id[:40]!r}")
         page = queries.history(
-            conn, kind=SubjectKind.TEMPLATE, key=template_id, field=field,
-            since=parse_time(since, "since"), until=parse_time(until, "until"),
-            limit=limit, cursor=cursor,
+            conn,
+            kind=SubjectKind.TEMPLATE,
+            key=template_id,
+            field=field,
+            since=parse_time(since, "since"),
+            until=parse_time(until, "until"),
+            limit=limit,
+            cursor=cursor,
         )
     return _page(page)
 
@@ -136,10 +150,16 @@ def list_events(
 ) -> dict[str, Any]:
     with db.read() as conn:
         page = queries.events(
-            conn, field=field, waba_id=waba_id, kind=kind,
-            subject_kind=subject_kind.value if subject_kind else None, subject_id=subject_id,
-            since=parse_time(since, "since"), until=parse_time(until, "until"),
-            limit=limit, cursor=cursor,
+            conn,
+            field=field,
+            waba_id=waba_id,
+            kind=kind,
+            subject_kind=subject_kind.value if subject_kind else None,
+            subject_id=subject_id,
+            since=parse_time(since, "since"),
+            until=parse_time(until, "until"),
+            limit=limit,
+            cursor=cursor,
         )
     return _page(page)
 
@@ -152,19 +172,20 @@ def list_quarantine(
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     with db.read() as conn:
-        page = queries.quarantine(conn, include_resolved=include_resolved, limit=limit,
-                                  cursor=cursor)
+        page = queries.quarantine(
+            conn, include_resolved=include_resolved, limit=limit, cursor=cursor
+        )
     return _page(page)
 
 
 @router.get("/quarantine/{item_id}", response_model=QuarantineDetail)
 def quarantine_item(db: Db, item_id: int) -> dict[str, Any]:
     with db.read() as conn:
-        page = queries.quarantine(conn, include_resolved=True, limit=1,
-                                  cursor=queries.encode_cursor([item_id + 1]))
+        page = queries.quarantine(
+            conn, include_resolved=True, limit=1, cursor=queries.encode_cursor([item_id + 1])
+        )
         if not page.items or page.items[0]["id"] != item_id:
             raise NotFound(f"no quarantined item {item_id}")
         item = page.items[0]
         body = queries.raw_body(conn, item["raw_id"]) or b""
     return {**item, "body": body.decode("utf-8", errors="replace")}
-

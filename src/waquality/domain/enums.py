@@ -10,7 +10,6 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Self
 
-
 _ALIASES: dict[str, dict[str, str]] = {
     "QualityRating": {"NA": "UNKNOWN", "HIGH": "GREEN", "MEDIUM": "YELLOW", "LOW": "RED"},
     "MessagingLimit": {

@@ -33,10 +33,8 @@ from waquality.domain.enums import (
     WebhookField,
 )
 
-frozen = dataclass(frozen=True, slots=True, kw_only=True)
 
-
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PhoneQualityUpdate:
     display_phone_number: str
     event: PhoneQualityEvent
@@ -45,7 +43,7 @@ class PhoneQualityUpdate:
     business_limit: MessagingLimit | None  # max_daily_conversations_per_business
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PhoneNameUpdate:
     display_phone_number: str
     decision: Decision
@@ -53,14 +51,14 @@ class PhoneNameUpdate:
     rejection_reason: NameRejectionReason | None
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TemplateRef:
     template_id: str
     name: str | None
     language: str | None
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TemplateStatusUpdate:
     template: TemplateRef
     event: TemplateEvent
@@ -71,14 +69,14 @@ class TemplateStatusUpdate:
     disable_date: datetime | None
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TemplateQualityUpdate:
     template: TemplateRef
     previous: QualityRating | None
     new: QualityRating
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TemplateCategoryUpdate:
     template: TemplateRef
     previous_category: TemplateCategory | None
@@ -87,18 +85,18 @@ class TemplateCategoryUpdate:
     scheduled_at: datetime | None
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TemplateComponentsUpdate:
     template: TemplateRef
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Restriction:
     restriction_type: RestrictionType
     expiration: datetime | None
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccountUpdate:
     event: AccountEvent
     waba_id: str | None  # waba_info.waba_id when present (PARTNER_* events), else entry.id
@@ -109,7 +107,7 @@ class AccountUpdate:
     ban_date: datetime | None
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccountAlert:
     entity_type: AlertEntityType
     entity_id: str | None
@@ -119,24 +117,24 @@ class AccountAlert:
     description: str | None
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BusinessCapabilityUpdate:
     messaging_limit: MessagingLimit | None
     max_phone_numbers: int | None
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccountReviewUpdate:
     decision: Decision
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SecurityUpdate:
     display_phone_number: str
     event: SecurityEvent
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UserPreference:
     phone_number_id: str | None
     display_phone_number: str | None
@@ -145,7 +143,7 @@ class UserPreference:
     category: str | None
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UnmodelledChange:
     """A field we keep but do not interpret (yet): its raw value is the record."""
 
@@ -167,7 +165,7 @@ Detail = (
 )
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     field: WebhookField
     field_name: str  # as received, so an unknown field keeps its name
@@ -181,7 +179,7 @@ class Event:
     detail: Detail
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PhoneJoin:
     """A display number seen together with its phone-number ID (``metadata`` of messages)."""
 

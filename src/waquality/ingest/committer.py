@@ -9,6 +9,7 @@ is as fast as one commit and a crowd shares the fsync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -78,8 +79,9 @@ class GroupCommitter:
                 continue
             error: BaseException | None = None
             try:
-                self._write_batch([(body, datetime.fromtimestamp(at, UTC))
-                                   for body, at, _, _ in batch])
+                self._write_batch(
+                    [(body, datetime.fromtimestamp(at, UTC)) for body, at, _, _ in batch]
+                )
             except StoreUnavailable as exc:
                 error = exc
             except Exception as exc:  # never let a failure leave requests hanging
@@ -95,10 +97,8 @@ def _resolve(batch: list[_Pending], error: BaseException | None) -> None:
     for _, _, future, loop in batch:
         by_loop.setdefault(loop, []).append(future)
     for loop, futures in by_loop.items():
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             loop.call_soon_threadsafe(_settle, futures, error)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
 
 
 def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:

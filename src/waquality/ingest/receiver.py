@@ -28,8 +28,12 @@ _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 
 class WebhookReceiver:
     def __init__(
-        self, secrets: Sequence[bytes], verify_token: bytes | None, store: Store,
-        *, max_body: int = MAX_BODY,
+        self,
+        secrets: Sequence[bytes],
+        verify_token: bytes | None,
+        store: Store,
+        *,
+        max_body: int = MAX_BODY,
     ) -> None:
         self.secrets = list(secrets)
         self.verify_token = verify_token

@@ -21,7 +21,7 @@ def verify(secrets: Sequence[bytes], body: bytes, header: bytes) -> bool:
     """
     if not header.startswith(PREFIX):
         return False
-    given = header[len(PREFIX):].strip().lower()
+    given = header[len(PREFIX) :].strip().lower()
     matched = False
     for secret in secrets:
         expected = hmac.new(secret, body, hashlib.sha256).hexdigest().encode()

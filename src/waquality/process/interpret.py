@@ -129,14 +129,18 @@ def interpret(event: Event) -> list[StateChange]:
             return _template_status(detail, at, waba)
         case TemplateQualityUpdate():
             subject = _template_ref(detail.template, waba)
-            return [*_template_identity(subject, detail.template),
-                    StateChange(subject, "quality_score", detail.new)]
+            return [
+                *_template_identity(subject, detail.template),
+                StateChange(subject, "quality_score", detail.new),
+            ]
         case TemplateCategoryUpdate():
             return _template_category(detail, waba)
         case TemplateComponentsUpdate():
             subject = _template_ref(detail.template, waba)
-            return [*_template_identity(subject, detail.template),
-                    StateChange(subject, "components_updated_at", at)]
+            return [
+                *_template_identity(subject, detail.template),
+                StateChange(subject, "components_updated_at", at),
+            ]
         case AccountUpdate():
             return _account_update(detail, waba)
         case AccountAlert():
@@ -150,8 +154,9 @@ def interpret(event: Event) -> list[StateChange]:
                 changes.append(StateChange(subject, "max_phone_numbers", detail.max_phone_numbers))
             return changes
         case AccountReviewUpdate() if waba:
-            return [StateChange(SubjectRef(SubjectKind.WABA, waba), "review_decision",
-                                detail.decision)]
+            return [
+                StateChange(SubjectRef(SubjectKind.WABA, waba), "review_decision", detail.decision)
+            ]
     return []
 
 
@@ -164,8 +169,11 @@ def _phone_quality(detail: PhoneQualityUpdate, waba: str | None) -> list[StateCh
     if detail.current_limit is not None:
         changes.append(StateChange(phone, "legacy_tier", detail.current_limit))
     if detail.business_limit is not None and waba:
-        changes.append(StateChange(SubjectRef(SubjectKind.WABA, waba), "messaging_limit",
-                                   detail.business_limit))
+        changes.append(
+            StateChange(
+                SubjectRef(SubjectKind.WABA, waba), "messaging_limit", detail.business_limit
+            )
+        )
     match detail.event:
         case PhoneQualityEvent.FLAGGED:
             changes.append(StateChange(phone, "status", PhoneStatus.FLAGGED))
@@ -177,7 +185,8 @@ def _phone_quality(detail: PhoneQualityUpdate, waba: str | None) -> list[StateCh
 
 
 def _usable(limit: MessagingLimit | None) -> MessagingLimit | None:
-    return limit if limit not in (None, MessagingLimit.UNKNOWN, MessagingLimit.TIER_NOT_SET) else None
+    unusable = (None, MessagingLimit.UNKNOWN, MessagingLimit.TIER_NOT_SET)
+    return None if limit in unusable else limit
 
 
 def _template_ref(template: TemplateRef, waba: str | None) -> SubjectRef:
@@ -197,8 +206,10 @@ def _template_status(
     detail: TemplateStatusUpdate, at: datetime | None, waba: str | None
 ) -> list[StateChange]:
     subject = _template_ref(detail.template, waba)
-    changes = [*_template_identity(subject, detail.template),
-               StateChange(subject, "last_event", detail.event)]
+    changes = [
+        *_template_identity(subject, detail.template),
+        StateChange(subject, "last_event", detail.event),
+    ]
     if detail.category not in (None, "UNKNOWN"):
         changes.append(StateChange(subject, "category", detail.category))
     event, title = detail.event, detail.pause_title
@@ -210,8 +221,7 @@ def _template_status(
         changes.append(StateChange(subject, "locked", event is TemplateEvent.LOCKED))
     if event is TemplateEvent.PAUSED:
         changes.extend(_pause(subject, title, detail.pause_hours, at))
-    elif title is PauseTitle.UNPAUSE or event in (TemplateEvent.APPROVED,
-                                                 TemplateEvent.REINSTATED):
+    elif title is PauseTitle.UNPAUSE or event in (TemplateEvent.APPROVED, TemplateEvent.REINSTATED):
         changes.append(StateChange(subject, "paused_until", None))
     if event is TemplateEvent.DISABLED:
         changes.append(StateChange(subject, "disable_date", detail.disable_date or at))
@@ -286,8 +296,9 @@ def _account_alert(detail: AccountAlert, waba: str | None) -> list[StateChange]:
         business = SubjectRef(SubjectKind.BUSINESS, detail.entity_id)
         changes.append(StateChange(business, "last_alert", label))
         if waba:
-            changes.append(StateChange(SubjectRef(SubjectKind.WABA, waba), "business_id",
-                                       detail.entity_id))
+            changes.append(
+                StateChange(SubjectRef(SubjectKind.WABA, waba), "business_id", detail.entity_id)
+            )
     elif detail.entity_type is AlertEntityType.PHONE_NUMBER and detail.entity_id:
         phone = SubjectRef(SubjectKind.PHONE_NUMBER, detail.entity_id, waba)
         changes.append(StateChange(phone, "last_alert", label))

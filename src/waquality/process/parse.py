@@ -82,8 +82,11 @@ def parse_body(body: bytes) -> ParsedBody:
         return parsed
     if document.get("object") != EXPECTED_OBJECT:
         parsed.broken.append(
-            Broken("object", None, f"object is {_short(document.get('object'))}, "
-                   f"expected {EXPECTED_OBJECT!r}")
+            Broken(
+                "object",
+                None,
+                f"object is {_short(document.get('object'))}, expected {EXPECTED_OBJECT!r}",
+            )
         )
         return parsed
     entries = document.get("entry")
@@ -174,8 +177,15 @@ def _user_preferences(
         occurred = parse_timestamp(item.get("timestamp"))
         key = dedupe_key("user_preferences", detail.phone_number_id, item)
         events.append(
-            _event(WebhookField.USER_PREFERENCES, "user_preferences", waba_id, occurred,
-                   item, key, detail)
+            _event(
+                WebhookField.USER_PREFERENCES,
+                "user_preferences",
+                waba_id,
+                occurred,
+                item,
+                key,
+                detail,
+            )
         )
     return events
 
@@ -187,8 +197,9 @@ def _note_join(parsed: ParsedBody, waba_id: str | None, value: dict[str, Any]) -
     phone_id = as_id(metadata.get("phone_number_id"))
     display = normalise_display_number(metadata.get("display_phone_number"))
     if phone_id and display:
-        parsed.joins.append(PhoneJoin(waba_id=waba_id, phone_number_id=phone_id,
-                                      display_phone_number=display))
+        parsed.joins.append(
+            PhoneJoin(waba_id=waba_id, phone_number_id=phone_id, display_phone_number=display)
+        )
 
 
 def _event(
@@ -221,8 +232,11 @@ def _subject(detail: Detail, waba_id: str | None) -> tuple[SubjectKind | None, s
     match detail:
         case PhoneQualityUpdate() | PhoneNameUpdate() | SecurityUpdate():
             return SubjectKind.PHONE_NUMBER, detail.display_phone_number
-        case TemplateStatusUpdate() | TemplateQualityUpdate() | TemplateCategoryUpdate() | (
-            TemplateComponentsUpdate()
+        case (
+            TemplateStatusUpdate()
+            | TemplateQualityUpdate()
+            | TemplateCategoryUpdate()
+            | (TemplateComponentsUpdate())
         ):
             return SubjectKind.TEMPLATE, detail.template.template_id
         case AccountUpdate():

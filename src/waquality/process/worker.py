@@ -8,7 +8,9 @@ fail is isolated and quarantined with the error, never retried forever and never
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +21,7 @@ from sqlalchemy import Connection, Row
 from waquality import metrics
 from waquality.domain.enums import Source
 from waquality.domain.events import Event
-from waquality.errors import StoreUnavailable
+from waquality.errors import StoreConflict, StoreUnavailable
 from waquality.process.interpret import interpret
 from waquality.process.parse import Broken, ParsedBody, parse_body
 from waquality.store import inbox, schema
@@ -28,6 +30,7 @@ from waquality.store.state import StateWriter, TimedChange, join_phone
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+CONFLICT_RETRIES = 8
 
 
 def utcnow() -> datetime:
@@ -58,15 +61,21 @@ class Processor:
     def run_once(self) -> BatchResult:
         """Process one batch of pending bodies; an empty result means nothing was pending."""
         ids: list[int] = []
-        try:
-            with self.db.write() as conn:
-                rows = inbox.claim_pending(conn, self.batch_size)
-                ids = [row.id for row in rows]
-                return self._process(conn, rows)
-        except StoreUnavailable:
-            raise
-        except Exception:
-            log.exception("processing a batch failed; isolating its %d bodies", len(ids))
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            try:
+                with self.db.write() as conn:
+                    rows = inbox.claim_pending(conn, self.batch_size)
+                    ids = [row.id for row in rows]
+                    return self._process(conn, rows)
+            except StoreConflict:
+                if attempt == CONFLICT_RETRIES:
+                    raise
+                time.sleep(random.uniform(0, 0.01 * attempt))  # let the other side finish
+            except StoreUnavailable:
+                raise
+            except Exception:
+                log.exception("processing a batch failed; isolating its %d bodies", len(ids))
+                break
         result = BatchResult()
         for raw_id in ids:
             result.add(self._process_alone(raw_id))
@@ -99,7 +108,7 @@ class Processor:
             metrics.QUARANTINED.inc()
             return BatchResult(bodies=1, quarantined=1)
 
-    def _process(self, conn: Connection, rows: Sequence[Row[Any]]) -> BatchResult:
+    def _process(self, conn: Connection, rows: Sequence[Row[Any, Any, Any]]) -> BatchResult:
         if not rows:
             return BatchResult()
         now = self.clock()
@@ -108,7 +117,7 @@ class Processor:
         new_events = self._insert_events(conn, parsed, result)
         for join in (j for _, _, p in parsed for j in p.joins):
             if (join.phone_number_id, join.display_phone_number) not in self._joined:
-                join_phone(conn, join, now)
+                join_phone(self.db, conn, join, now)
                 self._joined.add((join.phone_number_id, join.display_phone_number))
         writer = StateWriter(self.db, conn, now, Source.WEBHOOK.value)
         changes = [
@@ -116,8 +125,7 @@ class Processor:
             for event, occurred_at, event_id in new_events
             for change in interpret(event)
         ]
-        result.history = writer.apply(changes)
-        writer.touch_wabas(_wabas_seen(parsed))
+        result.history = writer.apply(changes, _wabas_seen(parsed))
         broken = [(raw_id, b) for raw_id, _, p in parsed for b in p.broken]
         _quarantine(conn, broken, now)
         result.quarantined = len(broken)
@@ -186,8 +194,13 @@ def _quarantine(conn: Connection, broken: list[tuple[int, Broken]], now: datetim
         conn.execute(
             schema.quarantine.insert(),
             [
-                {"raw_id": raw_id, "path": b.path[:128], "field": (b.field or None) and
-                 b.field[:64], "error": b.error[:2000], "created_at": now}
+                {
+                    "raw_id": raw_id,
+                    "path": b.path[:128],
+                    "field": (b.field or None) and b.field[:64],
+                    "error": b.error[:2000],
+                    "created_at": now,
+                }
                 for raw_id, b in broken
             ],
         )
@@ -216,16 +229,19 @@ def _count_fields(db: Database, conn: Connection, bodies: list[ParsedBody], now:
     )
     conn.execute(
         statement,
-        [{"field": f, "changes": c, "items": i, "first_seen_at": now, "last_seen_at": now}
-         for f, (c, i) in sorted(totals.items())],
+        [
+            {"field": f, "changes": c, "items": i, "first_seen_at": now, "last_seen_at": now}
+            for f, (c, i) in sorted(totals.items())
+        ],
     )
 
 
 class BackgroundWorker:
     """Runs a :class:`Processor` on a thread until stopped; woken early by new bodies."""
 
-    def __init__(self, processor: Processor, *, idle_poll: float = 1.0,
-                 name: str = "waquality-worker") -> None:
+    def __init__(
+        self, processor: Processor, *, idle_poll: float = 1.0, name: str = "waquality-worker"
+    ) -> None:
         self.processor = processor
         self.idle_poll = idle_poll
         self.wake = threading.Event()

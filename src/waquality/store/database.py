@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.sql.dml import Insert
 
-from waquality.errors import ConfigError, StoreUnavailable
+from waquality.errors import ConfigError, StoreConflict, StoreUnavailable
 
+_CONFLICT_STATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
@@ -108,7 +108,7 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
-    def insert(self, table: Table) -> Insert:
+    def insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
         """An INSERT that knows ON CONFLICT on this database."""
         if self.is_sqlite:
             return sqlite.insert(table)
@@ -122,6 +122,21 @@ class Database:
             conn = conn.execution_options(write=True)
             with conn.begin():
                 yield conn
+
+    def create_missing(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+        """Insert rows that do not exist yet, without holding their locks in ``conn``.
+
+        On PostgreSQL the insert commits on its own connection, so that the caller's
+        transaction only ever locks rows with ``SELECT ... FOR UPDATE`` in one sorted order
+        (and concurrent workers cannot deadlock on half-created rows). SQLite has one writer:
+        the caller's connection does it.
+        """
+        statement = self.insert(table).on_conflict_do_nothing()
+        if self.is_sqlite:
+            conn.execute(statement, rows)
+            return
+        with _unavailable_on_error(), self.engine.connect() as own, own.begin():
+            own.execute(statement, rows)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -137,6 +152,8 @@ def _unavailable_on_error() -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) in _CONFLICT_STATES:
+            raise StoreConflict(_describe(exc)) from exc
         if isinstance(exc, OperationalError) or exc.connection_invalidated:
             raise StoreUnavailable(_describe(exc)) from exc
         raise

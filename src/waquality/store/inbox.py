@@ -19,7 +19,7 @@ def insert_bodies(conn: Connection, bodies: Sequence[tuple[bytes, datetime]]) ->
     conn.execute(raw.insert(), [{"body": body, "received_at": at} for body, at in bodies])
 
 
-def claim_pending(conn: Connection, limit: int) -> Sequence[Row[Any]]:
+def claim_pending(conn: Connection, limit: int) -> Sequence[Row[Any, Any, Any]]:
     """Pending bodies, oldest first, locked for this transaction (skipped by other workers)."""
     query = (
         select(raw.c.id, raw.c.body, raw.c.received_at)
@@ -31,7 +31,7 @@ def claim_pending(conn: Connection, limit: int) -> Sequence[Row[Any]]:
     return conn.execute(query).all()
 
 
-def claim_ids(conn: Connection, ids: Sequence[int]) -> Sequence[Row[Any]]:
+def claim_ids(conn: Connection, ids: Sequence[int]) -> Sequence[Row[Any, Any, Any]]:
     query = (
         select(raw.c.id, raw.c.body, raw.c.received_at)
         .where(raw.c.id.in_(ids), raw.c.status == RawStatus.PENDING.value)
@@ -41,25 +41,27 @@ def claim_ids(conn: Connection, ids: Sequence[int]) -> Sequence[Row[Any]]:
     return conn.execute(query).all()
 
 
-def mark_processed(
-    conn: Connection, done: Sequence[tuple[int, bool]], now: datetime
-) -> None:
+def mark_processed(conn: Connection, done: Sequence[tuple[int, bool]], now: datetime) -> None:
     """``done``: (raw id, whether the body holds customer data)."""
     if not done:
         return
     statement = (
         update(raw)
         .where(raw.c.id == bindparam("rid"))
-        .values(status=RawStatus.PROCESSED.value, processed_at=now,
-                has_customer_data=bindparam("customer"))
+        .values(
+            status=RawStatus.PROCESSED.value,
+            processed_at=now,
+            has_customer_data=bindparam("customer"),
+        )
     )
     conn.execute(statement, [{"rid": rid, "customer": customer} for rid, customer in done])
 
 
 def requeue(conn: Connection, ids: Sequence[int]) -> int:
     result = conn.execute(
-        update(raw).where(raw.c.id.in_(ids)).values(status=RawStatus.PENDING.value,
-                                                   processed_at=None)
+        update(raw)
+        .where(raw.c.id.in_(ids))
+        .values(status=RawStatus.PENDING.value, processed_at=None)
     )
     return result.rowcount or 0
 

@@ -49,7 +49,10 @@ def decode_cursor(cursor: str, keys: Sequence[SortKey]) -> list[Any]:
 
 
 def paginate(
-    conn: Connection, query: Select[Any], keys: Sequence[SortKey], limit: int,
+    conn: Connection,
+    query: Select[Any],
+    keys: Sequence[SortKey],
+    limit: int,
     cursor: str | None,
 ) -> Page:
     if cursor:
@@ -72,9 +75,7 @@ def _after(keys: Sequence[SortKey], values: list[Any]) -> ColumnElement[bool]:
     return or_(*clauses)
 
 
-def phone_numbers(
-    conn: Connection, *, waba_id: str | None, limit: int, cursor: str | None
-) -> Page:
+def phone_numbers(conn: Connection, *, waba_id: str | None, limit: int, cursor: str | None) -> Page:
     t = schema.phone_numbers
     query = select(t)
     if waba_id:
@@ -92,13 +93,23 @@ def find_phone_number(conn: Connection, ident: str) -> dict[str, Any] | None:
 
 
 def templates(
-    conn: Connection, *, waba_id: str | None, status: str | None, quality_score: str | None,
-    name: str | None, limit: int, cursor: str | None,
+    conn: Connection,
+    *,
+    waba_id: str | None,
+    status: str | None,
+    quality_score: str | None,
+    name: str | None,
+    limit: int,
+    cursor: str | None,
 ) -> Page:
     t = schema.templates
     query = select(t)
-    for column, value in ((t.c.waba_id, waba_id), (t.c.status, status),
-                          (t.c.quality_score, quality_score), (t.c.name, name)):
+    for column, value in (
+        (t.c.waba_id, waba_id),
+        (t.c.status, status),
+        (t.c.quality_score, quality_score),
+        (t.c.name, name),
+    ):
         if value:
             query = query.where(column == value)
     return paginate(conn, query, [SortKey(t.c.id)], limit, cursor)
@@ -111,8 +122,15 @@ def find_template(conn: Connection, template_id: str) -> dict[str, Any] | None:
 
 
 def history(
-    conn: Connection, *, kind: SubjectKind, key: str, field: str | None,
-    since: datetime | None, until: datetime | None, limit: int, cursor: str | None,
+    conn: Connection,
+    *,
+    kind: SubjectKind,
+    key: str,
+    field: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    cursor: str | None,
 ) -> Page:
     h = schema.history
     query = select(h).where(h.c.subject_kind == kind.value, h.c.subject_key == key)
@@ -126,14 +144,27 @@ def history(
 
 
 def events(
-    conn: Connection, *, field: str | None, waba_id: str | None, kind: str | None,
-    subject_kind: str | None, subject_id: str | None, since: datetime | None,
-    until: datetime | None, limit: int, cursor: str | None,
+    conn: Connection,
+    *,
+    field: str | None,
+    waba_id: str | None,
+    kind: str | None,
+    subject_kind: str | None,
+    subject_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    cursor: str | None,
 ) -> Page:
     e = schema.events
     query = select(e)
-    for column, value in ((e.c.field, field), (e.c.waba_id, waba_id), (e.c.kind, kind),
-                          (e.c.subject_kind, subject_kind), (e.c.subject_id, subject_id)):
+    for column, value in (
+        (e.c.field, field),
+        (e.c.waba_id, waba_id),
+        (e.c.kind, kind),
+        (e.c.subject_kind, subject_kind),
+        (e.c.subject_id, subject_id),
+    ):
         if value:
             query = query.where(column == value)
     if since:
@@ -144,9 +175,7 @@ def events(
     return paginate(conn, query, keys, limit, cursor)
 
 
-def quarantine(
-    conn: Connection, *, include_resolved: bool, limit: int, cursor: str | None
-) -> Page:
+def quarantine(conn: Connection, *, include_resolved: bool, limit: int, cursor: str | None) -> Page:
     q, r = schema.quarantine, schema.raw_webhooks
     query = select(*q.c, r.c.received_at).join(r, r.c.id == q.c.raw_id)
     if not include_resolved:

@@ -32,8 +32,11 @@ def without_customer_changes(body: bytes) -> bytes | None:
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict) or not isinstance(entry.get("changes"), list):
             continue
-        changes = [c for c in entry["changes"]
-                   if not (isinstance(c, dict) and c.get("field") in _CUSTOMER_NAMES)]
+        changes = [
+            c
+            for c in entry["changes"]
+            if not (isinstance(c, dict) and c.get("field") in _CUSTOMER_NAMES)
+        ]
         if changes:
             kept.append({**entry, "changes": changes})
     return orjson.dumps({**document, "entry": kept}) if kept else None
@@ -49,17 +52,26 @@ def prune_customer_payloads(
         with db.write() as conn:
             rows = conn.execute(
                 select(raw.c.id, raw.c.body)
-                .where(raw.c.has_customer_data.is_(True), raw.c.redacted_at.is_(None),
-                       raw.c.status == RawStatus.PROCESSED.value, raw.c.received_at < cutoff)
-                .order_by(raw.c.id).limit(batch).with_for_update(skip_locked=True)
+                .where(
+                    raw.c.has_customer_data.is_(True),
+                    raw.c.redacted_at.is_(None),
+                    raw.c.status == RawStatus.PROCESSED.value,
+                    raw.c.received_at < cutoff,
+                )
+                .order_by(raw.c.id)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
             ).all()
             for row in rows:
                 kept = without_customer_changes(row.body)
                 if kept is None:
                     conn.execute(delete(raw).where(raw.c.id == row.id))
                 else:
-                    conn.execute(update(raw).where(raw.c.id == row.id)
-                                 .values(body=kept, redacted_at=now, has_customer_data=False))
+                    conn.execute(
+                        update(raw)
+                        .where(raw.c.id == row.id)
+                        .values(body=kept, redacted_at=now, has_customer_data=False)
+                    )
         touched += len(rows)
         if len(rows) < batch:
             return touched

@@ -238,5 +238,9 @@ instance = Table(
     Column("value", Text, nullable=False),
 )
 
-STATE_TABLES = {"business": businesses, "waba": wabas, "phone_number": phone_numbers,
-                "template": templates}
+STATE_TABLES = {
+    "business": businesses,
+    "waba": wabas,
+    "phone_number": phone_numbers,
+    "template": templates,
+}

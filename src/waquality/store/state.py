@@ -25,6 +25,10 @@ from waquality.store import schema
 from waquality.store.database import Database
 
 _PK = {SubjectKind.PHONE_NUMBER: "key"}
+# Rows are locked kind by kind in this order, keys sorted within a kind (businesses last: they
+# are reached from WABAs).
+LOCK_ORDER = (SubjectKind.WABA, SubjectKind.PHONE_NUMBER, SubjectKind.TEMPLATE,
+              SubjectKind.BUSINESS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,31 +68,30 @@ class StateWriter:
 
     # -- public -------------------------------------------------------------------------------
 
-    def apply(self, changes: Sequence[TimedChange]) -> int:
-        """Apply ``changes`` (in any order); returns how many history rows were written."""
+    def apply(
+        self, changes: Sequence[TimedChange], wabas_seen: dict[str, datetime] | None = None
+    ) -> int:
+        """Apply ``changes`` (in any order) and record when each WABA in ``wabas_seen`` last
+        spoke; returns how many history rows were written."""
+        seen = wabas_seen or {}
         ordered = sorted(changes, key=lambda c: c.occurred_at)
-        self._load({c.change.subject for c in ordered})
+        self._load({c.change.subject for c in ordered}
+                   | {SubjectRef(SubjectKind.WABA, waba_id) for waba_id in seen})
         for timed in ordered:
             self._apply_one(timed)
-        self._flush()
-        return self.history_written
-
-    def touch_wabas(self, seen: dict[str, datetime]) -> None:
-        """Record the last time each WABA sent us anything (creating unknown WABAs)."""
-        refs = {SubjectRef(SubjectKind.WABA, waba_id) for waba_id in seen}
-        self._load(refs)
         for waba_id, at in seen.items():
             row = self._rows[(SubjectKind.WABA, waba_id)]
             if row["last_webhook_at"] is None or at > row["last_webhook_at"]:
                 row["last_webhook_at"] = at
                 self._dirty.add((SubjectKind.WABA, waba_id))
         self._flush()
+        return self.history_written
 
     # -- loading ------------------------------------------------------------------------------
 
     def _load(self, refs: Iterable[SubjectRef]) -> None:
         missing = [r for r in refs if r not in self._refs]
-        for kind in SubjectKind:
+        for kind in LOCK_ORDER:
             wanted = sorted((r for r in missing if r.kind is kind), key=lambda r: r.key)
             if wanted:
                 self._load_kind(kind, wanted)
@@ -135,13 +138,13 @@ class StateWriter:
             if kind is SubjectKind.TEMPLATE:
                 row.update(pause_count=0, rate_limit_pause_count=0)
             values.append(row)
-        self.conn.execute(self.db.insert(table).on_conflict_do_nothing(), values)
+        self.db.create_missing(self.conn, table, values)
 
     def _adopt_waba(self, kind: SubjectKind, row: dict[str, Any], ref: SubjectRef) -> None:
-        if kind in (SubjectKind.PHONE_NUMBER, SubjectKind.TEMPLATE) and ref.waba_id:
-            if row["waba_id"] != ref.waba_id:
-                row["waba_id"] = ref.waba_id
-                self._dirty.add(self._refs[ref])
+        has_waba = kind in (SubjectKind.PHONE_NUMBER, SubjectKind.TEMPLATE)
+        if has_waba and ref.waba_id and row["waba_id"] != ref.waba_id:
+            row["waba_id"] = ref.waba_id
+            self._dirty.add(self._refs[ref])
 
     # -- applying -----------------------------------------------------------------------------
 
@@ -159,9 +162,9 @@ class StateWriter:
                     return
                 new = stored(change.value)
             case Op.AT_LEAST:
-                new = max(int(current or 0), int(change.value or 0))
+                new = max(int(current or 0), _count(change.value))
             case Op.INCREMENT:
-                new = int(current or 0) + int(change.value or 0)
+                new = int(current or 0) + _count(change.value)
             case Op.RESTORE:
                 if epoch < row["as_of"].get(field, float("-inf")) or current != change.value:
                     return
@@ -182,10 +185,10 @@ class StateWriter:
     ) -> list[StateChange]:
         """A WABA's messaging limit is its business portfolio's limit."""
         kind, _ = ident
-        if kind is SubjectKind.WABA and field in ("messaging_limit", "business_id"):
-            if row["business_id"] and row["messaging_limit"]:
-                business = SubjectRef(SubjectKind.BUSINESS, row["business_id"])
-                return [StateChange(business, "messaging_limit", row["messaging_limit"])]
+        portfolio = kind is SubjectKind.WABA and field in ("messaging_limit", "business_id")
+        if portfolio and row["business_id"] and row["messaging_limit"]:
+            business = SubjectRef(SubjectKind.BUSINESS, row["business_id"])
+            return [StateChange(business, "messaging_limit", row["messaging_limit"])]
         return []
 
     def _history_row(
@@ -223,11 +226,14 @@ class StateWriter:
             return
         self._flush_history()
         h = schema.history
-        where = and_(h.c.subject_kind == ident[0].value, h.c.subject_key == str(ident[1]),
-                     h.c.field == field)
+        where = and_(
+            h.c.subject_kind == ident[0].value, h.c.subject_key == str(ident[1]), h.c.field == field
+        )
         before = self.conn.execute(
-            select(h.c.new_value).where(where, h.c.occurred_at <= at)
-            .order_by(h.c.occurred_at.desc(), h.c.id.desc()).limit(1)
+            select(h.c.new_value)
+            .where(where, h.c.occurred_at <= at)
+            .order_by(h.c.occurred_at.desc(), h.c.id.desc())
+            .limit(1)
         ).scalar()
         new = history_text(value)
         if before == new:
@@ -235,8 +241,10 @@ class StateWriter:
         self._history.append(self._history_row(ident, field, None, value, at, event_id))
         self._history[-1]["old_value"] = before
         after = self.conn.execute(
-            select(h.c.id).where(where, h.c.occurred_at > at)
-            .order_by(h.c.occurred_at, h.c.id).limit(1)
+            select(h.c.id)
+            .where(where, h.c.occurred_at > at)
+            .order_by(h.c.occurred_at, h.c.id)
+            .limit(1)
         ).scalar()
         if after is not None:
             self.conn.execute(update(h).where(h.c.id == after).values(old_value=new))
@@ -245,10 +253,14 @@ class StateWriter:
         self._flush_history()
         h = schema.history
         return self.conn.execute(
-            select(h.c.old_value).where(
-                h.c.subject_kind == ident[0].value, h.c.subject_key == str(ident[1]),
+            select(h.c.old_value)
+            .where(
+                h.c.subject_kind == ident[0].value,
+                h.c.subject_key == str(ident[1]),
                 h.c.field == field,
-            ).order_by(h.c.occurred_at.desc(), h.c.id.desc()).limit(1)
+            )
+            .order_by(h.c.occurred_at.desc(), h.c.id.desc())
+            .limit(1)
         ).scalar()
 
     # -- writing ------------------------------------------------------------------------------
@@ -281,48 +293,78 @@ class StateWriter:
         self._dirty.clear()
 
 
-def join_phone(conn: Connection, join: PhoneJoin, now: datetime) -> None:
+def _count(value: StateValue) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def join_phone(db: Database, conn: Connection, join: PhoneJoin, now: datetime) -> None:
     """Tie a display number to its phone-number ID, merging a display-only row into it."""
     t = schema.phone_numbers
-    by_id = conn.execute(
-        select(t).where(t.c.phone_number_id == join.phone_number_id).with_for_update()
-    ).mappings().first()
-    by_display = conn.execute(
-        select(t).where(t.c.display_phone_number == join.display_phone_number).with_for_update()
-    ).mappings().first()
+    by_id = (
+        conn.execute(select(t).where(t.c.phone_number_id == join.phone_number_id).with_for_update())
+        .mappings()
+        .first()
+    )
+    by_display = (
+        conn.execute(
+            select(t).where(t.c.display_phone_number == join.display_phone_number).with_for_update()
+        )
+        .mappings()
+        .first()
+    )
     if by_id is not None and by_display is not None:
         if by_id["key"] != by_display["key"] and by_display["phone_number_id"] is None:
             _merge(conn, into=dict(by_id), other=dict(by_display), now=now)
         return
     if by_id is not None:
         if by_id["display_phone_number"] is None:
-            conn.execute(update(t).where(t.c.key == by_id["key"])
-                         .values(display_phone_number=join.display_phone_number))
+            conn.execute(
+                update(t)
+                .where(t.c.key == by_id["key"])
+                .values(display_phone_number=join.display_phone_number)
+            )
         return
     if by_display is not None:
         if by_display["phone_number_id"] is None:
-            conn.execute(update(t).where(t.c.key == by_display["key"])
-                         .values(phone_number_id=join.phone_number_id,
-                                 waba_id=by_display["waba_id"] or join.waba_id))
+            conn.execute(
+                update(t)
+                .where(t.c.key == by_display["key"])
+                .values(
+                    phone_number_id=join.phone_number_id,
+                    waba_id=by_display["waba_id"] or join.waba_id,
+                )
+            )
         return
-    conn.execute(t.insert().values(phone_number_id=join.phone_number_id,
-                                   display_phone_number=join.display_phone_number,
-                                   waba_id=join.waba_id, updated_at=now, as_of={}))
+    conn.execute(
+        t.insert().values(
+            phone_number_id=join.phone_number_id,
+            display_phone_number=join.display_phone_number,
+            waba_id=join.waba_id,
+            updated_at=now,
+            as_of={},
+        )
+    )
 
 
 def _merge(conn: Connection, *, into: dict[str, Any], other: dict[str, Any], now: datetime) -> None:
     t, h = schema.phone_numbers, schema.history
     as_of = dict(into["as_of"] or {})
-    values: dict[str, Any] = {"display_phone_number": other["display_phone_number"],
-                              "updated_at": now}
+    values: dict[str, Any] = {
+        "display_phone_number": other["display_phone_number"],
+        "updated_at": now,
+    }
     for field, stamp in (other["as_of"] or {}).items():
         if stamp >= as_of.get(field, float("-inf")):
             values[field] = other[field]
             as_of[field] = stamp
     values["as_of"] = as_of
     values["waba_id"] = into["waba_id"] or other["waba_id"]
-    conn.execute(h.update().where(h.c.subject_kind == SubjectKind.PHONE_NUMBER.value,
-                                  h.c.subject_key == str(other["key"]))
-                 .values(subject_key=str(into["key"])))
+    conn.execute(
+        h.update()
+        .where(
+            h.c.subject_kind == SubjectKind.PHONE_NUMBER.value, h.c.subject_key == str(other["key"])
+        )
+        .values(subject_key=str(into["key"]))
+    )
     conn.execute(delete(t).where(t.c.key == other["key"]))
     conn.execute(update(t).where(t.c.key == into["key"]).values(values))

@@ -1,0 +1,305 @@
+"""Processing on a real database: dedupe, ordering, history, joins, quarantine, concurrency."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from builders import (
+    DISPLAY,
+    PHONE_ID,
+    WABA,
+    entry,
+    envelope,
+    messages_status,
+    phone_quality,
+    template_quality,
+    template_status,
+)
+from conftest import manifest, webhook
+from waquality.process import worker as worker_module
+from waquality.process.worker import BatchResult, Processor
+from waquality.reprocess import requeue_quarantined
+from waquality.store import inbox, schema
+from waquality.store.database import Database
+from waquality.store.retention import prune_customer_payloads
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+T0 = 1_760_000_000  # event times (entry.time) are real Unix seconds
+
+
+def store(db: Database, *bodies: bytes, at: datetime = NOW) -> None:
+    with db.write(priority=True) as conn:
+        inbox.insert_bodies(conn, [(body, at) for body in bodies])
+
+
+def process(db: Database, *bodies: bytes) -> BatchResult:
+    store(db, *bodies)
+    return Processor(db, clock=lambda: NOW).drain()
+
+
+def rows(db: Database, table: Any, *where: Any, order: Any = None) -> list[dict[str, Any]]:
+    query = select(table).where(*where)
+    if order is not None:
+        query = query.order_by(*order)
+    with db.read() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def count(db: Database, table: Any) -> int:
+    with db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def template(db: Database, template_id: int) -> dict[str, Any]:
+    [row] = rows(db, schema.templates, schema.templates.c.id == str(template_id))
+    return row
+
+
+def status_history(db: Database, key: str, field: str = "status") -> list[tuple[Any, ...]]:
+    h = schema.history
+    return [(r["old_value"], r["new_value"]) for r in rows(
+        db, h, h.c.subject_key == key, h.c.field == field, order=[h.c.occurred_at, h.c.id])]
+
+
+def all_golden() -> list[bytes]:
+    return [webhook(case["file"]) for case in manifest()]
+
+
+def test_every_golden_payload_is_processed(db: Database) -> None:
+    result = process(db, *all_golden())
+    unique_events = sum(c["management_events"] for c in manifest()) - 1  # one redelivered pair
+    assert result.bodies == len(manifest())
+    assert result.events == unique_events == count(db, schema.events)
+    assert result.quarantined == sum(c["broken_changes"] for c in manifest())
+    assert inbox.counts(db)["pending"] == 0
+    fields = {r["field"] for r in rows(db, schema.field_counts)}
+    assert {"messages", "some_future_field", "phone_number_quality_update"} <= fields
+
+
+def snapshot(db: Database) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for table in (schema.templates, schema.phone_numbers, schema.wabas, schema.businesses):
+        result[table.name] = sorted(
+            tuple(sorted((k, str(v)) for k, v in r.items() if k != "updated_at"))
+             for r in rows(db, table))
+    h = schema.history
+    result["history"] = sorted(
+        tuple(str(r[k]) for k in ("subject_kind", "subject_key", "field", "old_value",
+                                  "new_value", "occurred_at")) for r in rows(db, h))
+    result["events"] = count(db, schema.events)
+    return result
+
+
+def test_redelivery_changes_nothing(db: Database) -> None:
+    bodies = all_golden()
+    process(db, *bodies)
+    before = snapshot(db)
+    shuffled = bodies * 2
+    random.Random(7).shuffle(shuffled)
+    second = process(db, *shuffled)
+    assert second.events == 0
+    assert snapshot(db) == before
+
+
+def test_late_older_event_goes_into_history_but_not_state(db: Database) -> None:
+    process(db, webhook("sequences/out_of_order_1_newer_delivered_first.json"))
+    process(db, webhook("sequences/out_of_order_2_older_delivered_second.json"))
+    row = template(db, 1689556908129870)
+    assert row["status"] == "PAUSED"
+    assert status_history(db, "1689556908129870") == [(None, "APPROVED"), ("APPROVED", "PAUSED")]
+
+
+def test_out_of_order_limits_keep_the_newest(db: Database) -> None:
+    process(db, envelope(phone_quality("UPGRADE", T0 + 2000, old_limit="TIER_2K",
+                                       current_limit="TIER_10K")))
+    process(db, envelope(phone_quality("DOWNGRADE", T0 + 1000, old_limit="TIER_10K",
+                                       current_limit="TIER_2K")))
+    [phone] = rows(db, schema.phone_numbers)
+    assert phone["messaging_limit"] == "TIER_10K"
+    assert status_history(db, str(phone["key"]), "messaging_limit") == [
+        (None, "TIER_2K"), ("TIER_2K", "TIER_10K")]
+
+
+def test_pause_ladder(db: Database) -> None:
+    t0 = T0
+    first = "Your WhatsApp message template has been paused for 3 hours until ... UTC."
+    process(db, envelope(template_status(7, "APPROVED", t0)))
+    process(db, envelope(template_status(7, "PAUSED", t0 + 10, title="FIRST_PAUSE",
+                                         description=first)))
+    row = template(db, 7)
+    assert (row["status"], row["pause_count"]) == ("PAUSED", 1)
+    assert row["paused_until"] == datetime.fromtimestamp(t0 + 10, UTC) + timedelta(hours=3)
+    process(db, envelope(template_status(7, "APPROVED", t0 + 20, title="UNPAUSE")))
+    assert template(db, 7)["paused_until"] is None
+    process(db, envelope(template_status(7, "PAUSED", t0 + 30, title="SECOND_PAUSE")))
+    process(db, envelope(template_status(7, "PAUSED", t0 + 40, title="RATE_LIMITING_PAUSE")))
+    row = template(db, 7)
+    assert (row["pause_count"], row["rate_limit_pause_count"]) == (2, 1)
+    assert row["paused_until"] is None  # a rate-limiting pause does not say for how long
+    process(db, envelope(template_status(7, "DISABLED", t0 + 50,
+                                         disable_info={"disable_date": t0 + 50})))
+    row = template(db, 7)
+    assert row["status"] == "DISABLED"
+    assert row["disable_date"] == datetime.fromtimestamp(t0 + 50, UTC)
+    assert status_history(db, "7", "pause_count") == [("0", "1"), ("1", "2")]
+
+
+def test_unarchived_restores_the_status_before_archiving(db: Database) -> None:
+    process(db, envelope(template_status(8, "REJECTED", T0 + 100), template_status(8, "ARCHIVED", T0 + 200)))
+    process(db, envelope(template_status(8, "UNARCHIVED", T0 + 300)))
+    assert template(db, 8)["status"] == "REJECTED"
+
+
+def test_quality_and_category(db: Database) -> None:
+    process(db, envelope(template_quality(9, "UNKNOWN", "GREEN", T0 + 100),
+                         template_quality(9, "GREEN", "YELLOW", T0 + 200)))
+    assert template(db, 9)["quality_score"] == "YELLOW"
+    assert template(db, 9)["language"] == "en_US"
+    process(db, webhook("template_category_update/impending.json"))
+    process(db, webhook("template_category_update/completed.json"))
+    row = template(db, 278077987957091)
+    assert (row["category"], row["pending_category"]) == ("MARKETING", None)
+
+
+def test_display_number_joins_its_id(db: Database) -> None:
+    process(db, envelope(phone_quality("FLAGGED", T0 + 100, current_limit="TIER_10K")))
+    [phone] = rows(db, schema.phone_numbers)
+    assert (phone["phone_number_id"], phone["status"]) == (None, "FLAGGED")
+    process(db, envelope(messages_status()))
+    [phone] = rows(db, schema.phone_numbers)
+    assert (phone["phone_number_id"], phone["display_phone_number"]) == (PHONE_ID, DISPLAY)
+    assert phone["status"] == "FLAGGED"
+
+
+def test_display_row_merges_into_the_id_row(db: Database) -> None:
+    alert = entry("account_alerts", {"entity_type": "PHONE_NUMBER", "entity_id": PHONE_ID,
+                                     "alert_info": {"alert_severity": "CRITICAL",
+                                                    "alert_status": "ACTIVE",
+                                                    "alert_type": "OBA_REJECTED"}}, time=T0 + 50)
+    process(db, envelope(alert, phone_quality("FLAGGED", T0 + 100, current_limit="TIER_10K")))
+    assert count(db, schema.phone_numbers) == 2
+    process(db, envelope(messages_status()))
+    [phone] = rows(db, schema.phone_numbers)
+    assert phone["phone_number_id"] == PHONE_ID and phone["display_phone_number"] == DISPLAY
+    assert (phone["status"], phone["last_alert"]) == ("FLAGGED", "CRITICAL OBA_REJECTED")
+    assert status_history(db, str(phone["key"])) == [(None, "FLAGGED")]
+
+
+def test_portfolio_limit_reaches_the_business(db: Database) -> None:
+    alert = entry("account_alerts", {"entity_type": "BUSINESS", "entity_id": "506914307656634",
+                                     "alert_info": {"alert_severity": "WARNING",
+                                                    "alert_status": "ACTIVE",
+                                                    "alert_type": "OBA_APPROVED"}}, time=T0 + 50)
+    capability = entry("business_capability_update",
+                       {"max_daily_conversations_per_business": 2000,
+                        "max_phone_numbers_per_waba": 25}, time=T0 + 60)
+    process(db, envelope(alert, capability))
+    [waba] = rows(db, schema.wabas, schema.wabas.c.id == WABA)
+    assert (waba["business_id"], waba["messaging_limit"], waba["max_phone_numbers"]) == (
+        "506914307656634", "TIER_2K", 25)
+    [business] = rows(db, schema.businesses)
+    assert business["messaging_limit"] == "TIER_2K"
+    assert waba["last_webhook_at"] == NOW
+
+
+def test_account_updates(db: Database) -> None:
+    process(db, webhook("account_update/account_restriction.json"),
+            webhook("account_update/partner_removed_with_disconnection_info.json"))
+    wabas = {r["id"]: r for r in rows(db, schema.wabas)}
+    restricted = wabas["102290129340398"]
+    assert "RESTRICTED_BIZ_INITIATED_MESSAGING" in restricted["restrictions"]
+    assert restricted["restricted_until"] is not None
+    removed = [w for w in wabas.values() if w["partner_state"] == "REMOVED"]
+    assert len(removed) == 1 and removed[0]["business_id"]
+
+
+def test_quarantine_and_reprocess(db: Database) -> None:
+    broken = [c["file"] for c in manifest() if c["broken_changes"]]
+    result = process(db, *(webhook(f) for f in broken))
+    assert result.quarantined == len(broken)
+    assert inbox.counts(db)["quarantined"] == len(broken)
+    requeued = requeue_quarantined(db, NOW)
+    assert requeued == len(broken)
+    assert inbox.counts(db)["quarantined"] == 0
+    again = Processor(db, clock=lambda: NOW).drain()
+    assert again.bodies == len(broken) and again.events == 0  # nothing applied twice
+    assert inbox.counts(db)["quarantined"] == len(broken)  # still broken: quarantined anew
+    assert count(db, schema.quarantine) == 2 * len(broken)
+
+
+def test_a_body_that_breaks_the_code_is_isolated(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = worker_module.interpret
+
+    def failing(event: Any) -> Any:
+        if event.subject_id == "666":
+            raise RuntimeError("simulated bug")
+        return real(event)
+
+    monkeypatch.setattr(worker_module, "interpret", failing)
+    good = [envelope(template_status(i, "APPROVED", 100)) for i in range(1, 6)]
+    result = process(db, *good[:2], envelope(template_status(666, "APPROVED", 100)), *good[2:])
+    assert result.bodies == 6 and result.quarantined == 1
+    assert count(db, schema.templates) == 5
+    [item] = rows(db, schema.quarantine)
+    assert "simulated bug" in item["error"]
+    monkeypatch.setattr(worker_module, "interpret", real)  # "the fix"
+    requeue_quarantined(db, NOW)
+    Processor(db, clock=lambda: NOW).drain()
+    assert template(db, 666)["status"] == "APPROVED"
+
+
+def test_concurrent_workers_never_handle_a_body_twice(db: Database) -> None:
+    events = []
+    for template_id in range(1, 121):
+        events += [template_status(template_id, "PENDING", T0 + 1000),
+                   template_status(template_id, "APPROVED", T0 + 2000),
+                   template_status(template_id, "PAUSED", T0 + 3000, title="FIRST_PAUSE")]
+    random.Random(3).shuffle(events)
+    bodies = [envelope(*events[i:i + 3]) for i in range(0, len(events), 3)]
+    store(db, *bodies)
+    results: list[BatchResult] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(Processor(db, batch_size=7, clock=lambda: NOW).drain())
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors
+    assert sum(r.bodies for r in results) == len(bodies)
+    assert sum(r.events for r in results) == len(events) == count(db, schema.events)
+    for template_id in (1, 60, 120):
+        assert status_history(db, str(template_id)) == [
+            (None, "PENDING"), ("PENDING", "APPROVED"), ("APPROVED", "PAUSED")]
+    assert {r["pause_count"] for r in rows(db, schema.templates)} == {1}
+
+
+def test_retention_deletes_or_redacts_customer_payloads(db: Database) -> None:
+    old = NOW - timedelta(days=40)
+    mixed = envelope(messages_status(), template_status(5, "APPROVED", 100))
+    bodies: Sequence[bytes] = (envelope(messages_status()), mixed,
+                               envelope(template_status(6, "APPROVED", 100)))
+    store(db, *bodies, at=old)
+    Processor(db, clock=lambda: NOW).drain()
+    assert prune_customer_payloads(db, NOW, timedelta(days=30)) == 2
+    kept = rows(db, schema.raw_webhooks, order=[schema.raw_webhooks.c.id])
+    assert len(kept) == 2
+    assert b"statuses" not in kept[0]["body"] and b"message_template_id" in kept[0]["body"]
+    assert kept[0]["redacted_at"] == NOW
+    assert kept[1]["body"] == bodies[2]
+    assert prune_customer_payloads(db, NOW, timedelta(days=30)) == 0
