@@ -49,8 +49,7 @@ def webhook(name: str) -> bytes:
 
 
 def signed_headers(body: bytes, secret: str = SECRET) -> dict[str, str]:
-    return {"X-Hub-Signature-256": sign(secret.encode(), body),
-            "Content-Type": "application/json"}
+    return {"X-Hub-Signature-256": sign(secret.encode(), body), "Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="session")
@@ -133,12 +132,14 @@ class LiveServer:
     client: httpx.Client
 
     def post_webhook(self, body: bytes, secret: str = SECRET) -> httpx.Response:
-        return self.client.post("/webhooks/whatsapp", content=body,
-                                headers=signed_headers(body, secret))
+        return self.client.post(
+            "/webhooks/whatsapp", content=body, headers=signed_headers(body, secret)
+        )
 
     def api(self, path: str, **params: Any) -> Any:
-        response = self.client.get(path, params=params,
-                                   headers={"Authorization": f"Bearer {API_TOKEN}"})
+        response = self.client.get(
+            path, params=params, headers={"Authorization": f"Bearer {API_TOKEN}"}
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -160,8 +161,14 @@ def run_server(settings: Settings) -> Iterator[LiveServer]:
     runtime = Runtime(settings)
     runtime.prepare()
     port = free_port()
-    config = uvicorn.Config(runtime.application(), host="127.0.0.1", port=port,
-                            log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        runtime.application(),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

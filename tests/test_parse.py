@@ -47,7 +47,9 @@ def test_every_event_has_a_unique_dedupe_key_and_a_time() -> None:
             if event.dedupe_key in keys:
                 # the only identical change across files is the deliberate redelivery pair
                 assert {keys[event.dedupe_key], case["file"]} == {
-                    "sequences/retry_redelivery_1.json", "sequences/retry_redelivery_2.json"}
+                    "sequences/retry_redelivery_1.json",
+                    "sequences/retry_redelivery_2.json",
+                }
             keys[event.dedupe_key] = case["file"]
 
 
@@ -108,8 +110,13 @@ def test_user_preferences_become_one_event_per_item() -> None:
         ("January 31, 2021", datetime(2021, 1, 31, tzinfo=UTC)),
         ("April 17, 2025", datetime(2025, 4, 17, tzinfo=UTC)),
         ("2025-04-17T10:00:00Z", datetime(2025, 4, 17, 10, tzinfo=UTC)),
-        (True, None), (None, None), ("soon", None), (12, None), (float("nan"), None),
-        ({"a": 1}, None), ("9" * 100, None),
+        (True, None),
+        (None, None),
+        ("soon", None),
+        (12, None),
+        (float("nan"), None),
+        ({"a": 1}, None),
+        ("9" * 100, None),
     ],
 )
 def test_parse_timestamp(raw: Any, expected: datetime | None) -> None:
@@ -118,9 +125,20 @@ def test_parse_timestamp(raw: Any, expected: datetime | None) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [(2000, "TIER_2K"), ("2000", "TIER_2K"), (-1, "TIER_UNLIMITED"), ("UNLIMITED", "TIER_UNLIMITED"),
-     ("TIER_2K", "TIER_2K"), ("tier_10k", "TIER_10K"), (1000, "TIER_1K"), (250, "TIER_250"),
-     ("TIER_50", "TIER_50"), ("TIER_NOT_SET", "TIER_NOT_SET"), (7, "UNKNOWN"), ([], "UNKNOWN")],
+    [
+        (2000, "TIER_2K"),
+        ("2000", "TIER_2K"),
+        (-1, "TIER_UNLIMITED"),
+        ("UNLIMITED", "TIER_UNLIMITED"),
+        ("TIER_2K", "TIER_2K"),
+        ("tier_10k", "TIER_10K"),
+        (1000, "TIER_1K"),
+        (250, "TIER_250"),
+        ("TIER_50", "TIER_50"),
+        ("TIER_NOT_SET", "TIER_NOT_SET"),
+        (7, "UNKNOWN"),
+        ([], "UNKNOWN"),
+    ],
 )
 def test_messaging_limits(raw: Any, expected: str) -> None:
     assert MessagingLimit.parse(raw) == expected

@@ -24,6 +24,7 @@ from builders import (
 )
 from conftest import manifest, webhook
 from waquality.process import worker as worker_module
+from waquality.process.interpret import interpret
 from waquality.process.worker import BatchResult, Processor
 from waquality.reprocess import requeue_quarantined
 from waquality.store import inbox, schema
@@ -64,8 +65,12 @@ def template(db: Database, template_id: int) -> dict[str, Any]:
 
 def status_history(db: Database, key: str, field: str = "status") -> list[tuple[Any, ...]]:
     h = schema.history
-    return [(r["old_value"], r["new_value"]) for r in rows(
-        db, h, h.c.subject_key == key, h.c.field == field, order=[h.c.occurred_at, h.c.id])]
+    return [
+        (r["old_value"], r["new_value"])
+        for r in rows(
+            db, h, h.c.subject_key == key, h.c.field == field, order=[h.c.occurred_at, h.c.id]
+        )
+    ]
 
 
 def all_golden() -> list[bytes]:
@@ -88,11 +93,23 @@ def snapshot(db: Database) -> dict[str, Any]:
     for table in (schema.templates, schema.phone_numbers, schema.wabas, schema.businesses):
         result[table.name] = sorted(
             tuple(sorted((k, str(v)) for k, v in r.items() if k != "updated_at"))
-             for r in rows(db, table))
+            for r in rows(db, table)
+        )
     h = schema.history
     result["history"] = sorted(
-        tuple(str(r[k]) for k in ("subject_kind", "subject_key", "field", "old_value",
-                                  "new_value", "occurred_at")) for r in rows(db, h))
+        tuple(
+            str(r[k])
+            for k in (
+                "subject_kind",
+                "subject_key",
+                "field",
+                "old_value",
+                "new_value",
+                "occurred_at",
+            )
+        )
+        for r in rows(db, h)
+    )
     result["events"] = count(db, schema.events)
     return result
 
@@ -117,22 +134,33 @@ def test_late_older_event_goes_into_history_but_not_state(db: Database) -> None:
 
 
 def test_out_of_order_limits_keep_the_newest(db: Database) -> None:
-    process(db, envelope(phone_quality("UPGRADE", T0 + 2000, old_limit="TIER_2K",
-                                       current_limit="TIER_10K")))
-    process(db, envelope(phone_quality("DOWNGRADE", T0 + 1000, old_limit="TIER_10K",
-                                       current_limit="TIER_2K")))
+    process(
+        db,
+        envelope(
+            phone_quality("UPGRADE", T0 + 2000, old_limit="TIER_2K", current_limit="TIER_10K")
+        ),
+    )
+    process(
+        db,
+        envelope(
+            phone_quality("DOWNGRADE", T0 + 1000, old_limit="TIER_10K", current_limit="TIER_2K")
+        ),
+    )
     [phone] = rows(db, schema.phone_numbers)
     assert phone["messaging_limit"] == "TIER_10K"
     assert status_history(db, str(phone["key"]), "messaging_limit") == [
-        (None, "TIER_2K"), ("TIER_2K", "TIER_10K")]
+        (None, "TIER_2K"),
+        ("TIER_2K", "TIER_10K"),
+    ]
 
 
 def test_pause_ladder(db: Database) -> None:
     t0 = T0
     first = "Your WhatsApp message template has been paused for 3 hours until ... UTC."
     process(db, envelope(template_status(7, "APPROVED", t0)))
-    process(db, envelope(template_status(7, "PAUSED", t0 + 10, title="FIRST_PAUSE",
-                                         description=first)))
+    process(
+        db, envelope(template_status(7, "PAUSED", t0 + 10, title="FIRST_PAUSE", description=first))
+    )
     row = template(db, 7)
     assert (row["status"], row["pause_count"]) == ("PAUSED", 1)
     assert row["paused_until"] == datetime.fromtimestamp(t0 + 10, UTC) + timedelta(hours=3)
@@ -143,8 +171,10 @@ def test_pause_ladder(db: Database) -> None:
     row = template(db, 7)
     assert (row["pause_count"], row["rate_limit_pause_count"]) == (2, 1)
     assert row["paused_until"] is None  # a rate-limiting pause does not say for how long
-    process(db, envelope(template_status(7, "DISABLED", t0 + 50,
-                                         disable_info={"disable_date": t0 + 50})))
+    process(
+        db,
+        envelope(template_status(7, "DISABLED", t0 + 50, disable_info={"disable_date": t0 + 50})),
+    )
     row = template(db, 7)
     assert row["status"] == "DISABLED"
     assert row["disable_date"] == datetime.fromtimestamp(t0 + 50, UTC)
@@ -152,14 +182,24 @@ def test_pause_ladder(db: Database) -> None:
 
 
 def test_unarchived_restores_the_status_before_archiving(db: Database) -> None:
-    process(db, envelope(template_status(8, "REJECTED", T0 + 100), template_status(8, "ARCHIVED", T0 + 200)))
+    process(
+        db,
+        envelope(
+            template_status(8, "REJECTED", T0 + 100), template_status(8, "ARCHIVED", T0 + 200)
+        ),
+    )
     process(db, envelope(template_status(8, "UNARCHIVED", T0 + 300)))
     assert template(db, 8)["status"] == "REJECTED"
 
 
 def test_quality_and_category(db: Database) -> None:
-    process(db, envelope(template_quality(9, "UNKNOWN", "GREEN", T0 + 100),
-                         template_quality(9, "GREEN", "YELLOW", T0 + 200)))
+    process(
+        db,
+        envelope(
+            template_quality(9, "UNKNOWN", "GREEN", T0 + 100),
+            template_quality(9, "GREEN", "YELLOW", T0 + 200),
+        ),
+    )
     assert template(db, 9)["quality_score"] == "YELLOW"
     assert template(db, 9)["language"] == "en_US"
     process(db, webhook("template_category_update/impending.json"))
@@ -179,10 +219,19 @@ def test_display_number_joins_its_id(db: Database) -> None:
 
 
 def test_display_row_merges_into_the_id_row(db: Database) -> None:
-    alert = entry("account_alerts", {"entity_type": "PHONE_NUMBER", "entity_id": PHONE_ID,
-                                     "alert_info": {"alert_severity": "CRITICAL",
-                                                    "alert_status": "ACTIVE",
-                                                    "alert_type": "OBA_REJECTED"}}, time=T0 + 50)
+    alert = entry(
+        "account_alerts",
+        {
+            "entity_type": "PHONE_NUMBER",
+            "entity_id": PHONE_ID,
+            "alert_info": {
+                "alert_severity": "CRITICAL",
+                "alert_status": "ACTIVE",
+                "alert_type": "OBA_REJECTED",
+            },
+        },
+        time=T0 + 50,
+    )
     process(db, envelope(alert, phone_quality("FLAGGED", T0 + 100, current_limit="TIER_10K")))
     assert count(db, schema.phone_numbers) == 2
     process(db, envelope(messages_status()))
@@ -193,25 +242,42 @@ def test_display_row_merges_into_the_id_row(db: Database) -> None:
 
 
 def test_portfolio_limit_reaches_the_business(db: Database) -> None:
-    alert = entry("account_alerts", {"entity_type": "BUSINESS", "entity_id": "506914307656634",
-                                     "alert_info": {"alert_severity": "WARNING",
-                                                    "alert_status": "ACTIVE",
-                                                    "alert_type": "OBA_APPROVED"}}, time=T0 + 50)
-    capability = entry("business_capability_update",
-                       {"max_daily_conversations_per_business": 2000,
-                        "max_phone_numbers_per_waba": 25}, time=T0 + 60)
+    alert = entry(
+        "account_alerts",
+        {
+            "entity_type": "BUSINESS",
+            "entity_id": "506914307656634",
+            "alert_info": {
+                "alert_severity": "WARNING",
+                "alert_status": "ACTIVE",
+                "alert_type": "OBA_APPROVED",
+            },
+        },
+        time=T0 + 50,
+    )
+    capability = entry(
+        "business_capability_update",
+        {"max_daily_conversations_per_business": 2000, "max_phone_numbers_per_waba": 25},
+        time=T0 + 60,
+    )
     process(db, envelope(alert, capability))
     [waba] = rows(db, schema.wabas, schema.wabas.c.id == WABA)
     assert (waba["business_id"], waba["messaging_limit"], waba["max_phone_numbers"]) == (
-        "506914307656634", "TIER_2K", 25)
+        "506914307656634",
+        "TIER_2K",
+        25,
+    )
     [business] = rows(db, schema.businesses)
     assert business["messaging_limit"] == "TIER_2K"
     assert waba["last_webhook_at"] == NOW
 
 
 def test_account_updates(db: Database) -> None:
-    process(db, webhook("account_update/account_restriction.json"),
-            webhook("account_update/partner_removed_with_disconnection_info.json"))
+    process(
+        db,
+        webhook("account_update/account_restriction.json"),
+        webhook("account_update/partner_removed_with_disconnection_info.json"),
+    )
     wabas = {r["id"]: r for r in rows(db, schema.wabas)}
     restricted = wabas["102290129340398"]
     assert "RESTRICTED_BIZ_INITIATED_MESSAGING" in restricted["restrictions"]
@@ -237,7 +303,7 @@ def test_quarantine_and_reprocess(db: Database) -> None:
 def test_a_body_that_breaks_the_code_is_isolated(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = worker_module.interpret
+    real = interpret
 
     def failing(event: Any) -> Any:
         if event.subject_id == "666":
@@ -260,11 +326,13 @@ def test_a_body_that_breaks_the_code_is_isolated(
 def test_concurrent_workers_never_handle_a_body_twice(db: Database) -> None:
     events = []
     for template_id in range(1, 121):
-        events += [template_status(template_id, "PENDING", T0 + 1000),
-                   template_status(template_id, "APPROVED", T0 + 2000),
-                   template_status(template_id, "PAUSED", T0 + 3000, title="FIRST_PAUSE")]
+        events += [
+            template_status(template_id, "PENDING", T0 + 1000),
+            template_status(template_id, "APPROVED", T0 + 2000),
+            template_status(template_id, "PAUSED", T0 + 3000, title="FIRST_PAUSE"),
+        ]
     random.Random(3).shuffle(events)
-    bodies = [envelope(*events[i:i + 3]) for i in range(0, len(events), 3)]
+    bodies = [envelope(*events[i : i + 3]) for i in range(0, len(events), 3)]
     store(db, *bodies)
     results: list[BatchResult] = []
     errors: list[BaseException] = []
@@ -285,15 +353,21 @@ def test_concurrent_workers_never_handle_a_body_twice(db: Database) -> None:
     assert sum(r.events for r in results) == len(events) == count(db, schema.events)
     for template_id in (1, 60, 120):
         assert status_history(db, str(template_id)) == [
-            (None, "PENDING"), ("PENDING", "APPROVED"), ("APPROVED", "PAUSED")]
+            (None, "PENDING"),
+            ("PENDING", "APPROVED"),
+            ("APPROVED", "PAUSED"),
+        ]
     assert {r["pause_count"] for r in rows(db, schema.templates)} == {1}
 
 
 def test_retention_deletes_or_redacts_customer_payloads(db: Database) -> None:
     old = NOW - timedelta(days=40)
     mixed = envelope(messages_status(), template_status(5, "APPROVED", 100))
-    bodies: Sequence[bytes] = (envelope(messages_status()), mixed,
-                               envelope(template_status(6, "APPROVED", 100)))
+    bodies: Sequence[bytes] = (
+        envelope(messages_status()),
+        mixed,
+        envelope(template_status(6, "APPROVED", 100)),
+    )
     store(db, *bodies, at=old)
     Processor(db, clock=lambda: NOW).drain()
     assert prune_customer_payloads(db, NOW, timedelta(days=30)) == 2

@@ -82,6 +82,11 @@ class Settings(BaseModel):
         timedelta(days=30),
         description="How long raw `messages`/`user_preferences` payloads are kept.",
     )
+    write_timeout: Duration = Field(
+        timedelta(seconds=10),
+        description="How long a write waits for a lock (SQLite's file, PostgreSQL's rows and "
+        "tables) before giving up: a webhook then answers 503 and Meta retries.",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     @field_validator("log_level")

@@ -33,7 +33,10 @@ class Runtime:
     def __init__(self, settings: Settings, *, clock: Clock = utcnow) -> None:
         self.settings = settings
         self.clock = clock
-        self.db = Database(settings.database_url.get_secret_value())
+        self.db = Database(
+            settings.database_url.get_secret_value(),
+            write_timeout=settings.write_timeout.total_seconds(),
+        )
         self.committer: GroupCommitter | None = None
         self.workers: list[BackgroundWorker] = []
         self._stop = threading.Event()

@@ -23,7 +23,6 @@ _CONFLICT_STATES = frozenset({"40P01", "40001"})  # deadlock detected, serializa
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
-    "PRAGMA busy_timeout=30000",
     "PRAGMA foreign_keys=ON",
 )
 
@@ -79,7 +78,7 @@ class _NoGate(WriteGate):
 class Database:
     """The engine plus the rules for writing to it."""
 
-    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, write_timeout: float = 10.0) -> None:
         try:
             parsed = make_url(url)
         except Exception as exc:
@@ -87,7 +86,7 @@ class Database:
         self.url = parsed
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
-            self.engine = _sqlite_engine(url, pool_size)
+            self.engine = _sqlite_engine(url, pool_size, int(write_timeout * 1000))
             self.gate: WriteGate = WriteGate()
         elif self.dialect == "postgresql":
             self.engine = create_engine(
@@ -95,7 +94,11 @@ class Database:
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 pool_pre_ping=True,
-                connect_args={"options": "-c synchronous_commit=on", "connect_timeout": 10},
+                connect_args={
+                    "options": "-c synchronous_commit=on "
+                    f"-c lock_timeout={int(write_timeout * 1000)}",
+                    "connect_timeout": 10,
+                },
             )
             self.gate = _NoGate()
         else:
@@ -165,7 +168,7 @@ def _describe(exc: DBAPIError) -> str:
     return text[:200]
 
 
-def _sqlite_engine(url: str, pool_size: int) -> Engine:
+def _sqlite_engine(url: str, pool_size: int, busy_timeout_ms: int) -> Engine:
     engine = create_engine(
         url,
         pool_size=pool_size,
@@ -178,7 +181,7 @@ def _sqlite_engine(url: str, pool_size: int) -> Engine:
         # Let SQLAlchemy's "begin" below decide how transactions start.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in SQLITE_PRAGMAS:
+        for pragma in (*SQLITE_PRAGMAS, f"PRAGMA busy_timeout={busy_timeout_ms}"):
             cursor.execute(pragma)
         cursor.close()
 

@@ -27,8 +27,12 @@ from waquality.store.database import Database
 _PK = {SubjectKind.PHONE_NUMBER: "key"}
 # Rows are locked kind by kind in this order, keys sorted within a kind (businesses last: they
 # are reached from WABAs).
-LOCK_ORDER = (SubjectKind.WABA, SubjectKind.PHONE_NUMBER, SubjectKind.TEMPLATE,
-              SubjectKind.BUSINESS)
+LOCK_ORDER = (
+    SubjectKind.WABA,
+    SubjectKind.PHONE_NUMBER,
+    SubjectKind.TEMPLATE,
+    SubjectKind.BUSINESS,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +79,10 @@ class StateWriter:
         spoke; returns how many history rows were written."""
         seen = wabas_seen or {}
         ordered = sorted(changes, key=lambda c: c.occurred_at)
-        self._load({c.change.subject for c in ordered}
-                   | {SubjectRef(SubjectKind.WABA, waba_id) for waba_id in seen})
+        self._load(
+            {c.change.subject for c in ordered}
+            | {SubjectRef(SubjectKind.WABA, waba_id) for waba_id in seen}
+        )
         for timed in ordered:
             self._apply_one(timed)
         for waba_id, at in seen.items():

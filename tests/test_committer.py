@@ -1,0 +1,87 @@
+"""Group commit: concurrent requests share transactions; failures reach every waiter."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+
+import pytest
+
+from waquality.errors import StoreUnavailable
+from waquality.ingest.committer import GroupCommitter
+from waquality.ingest.signature import sign, verify
+
+
+class SlowWriter:
+    """Records batches; each write takes a while, as an fsync does."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[list[bytes]] = []
+        self.fail = fail
+        self.lock = threading.Lock()
+
+    def __call__(self, batch: Sequence[tuple[bytes, datetime]]) -> None:
+        threading.Event().wait(0.005)
+        if self.fail:
+            raise StoreUnavailable("disk full")
+        with self.lock:
+            self.batches.append([body for body, _ in batch])
+
+
+async def _store_all(committer: GroupCommitter, n: int) -> list[BaseException | None]:
+    return await asyncio.gather(
+        *(committer.store(str(i).encode()) for i in range(n)), return_exceptions=True
+    )
+
+
+def test_concurrent_requests_share_commits() -> None:
+    writer = SlowWriter()
+    committer = GroupCommitter(writer)
+    try:
+        results = asyncio.run(_store_all(committer, 500))
+    finally:
+        committer.close()
+    assert results == [None] * 500
+    written = [body for batch in writer.batches for body in batch]
+    assert sorted(written) == sorted(str(i).encode() for i in range(500))
+    assert len(writer.batches) < 100  # far fewer transactions than requests
+
+
+def test_a_failed_commit_fails_every_waiter() -> None:
+    committer = GroupCommitter(SlowWriter(fail=True))
+    try:
+        results = asyncio.run(_store_all(committer, 50))
+    finally:
+        committer.close()
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+
+
+def test_an_unexpected_error_becomes_unavailable() -> None:
+    def broken(_: Sequence[tuple[bytes, datetime]]) -> None:
+        raise ValueError("bug")
+
+    committer = GroupCommitter(broken)
+    try:
+        with pytest.raises(StoreUnavailable):
+            asyncio.run(committer.store(b"x"))
+    finally:
+        committer.close()
+
+
+def test_closed_committer_refuses() -> None:
+    committer = GroupCommitter(SlowWriter())
+    committer.close()
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(committer.store(b"x"))
+
+
+def test_signature_helpers() -> None:
+    body = b'{"a":1}'
+    header = sign(b"one", body).encode()
+    assert verify([b"zero", b"one"], body, header)
+    assert not verify([b"zero"], body, header)
+    assert not verify([b"one"], body + b" ", header)
+    assert not verify([b"one"], body, header.replace(b"sha256=", b""))
+    assert not verify([], body, header)
