@@ -47,7 +47,13 @@ def _phone(row: dict[str, Any]) -> dict[str, Any]:
 def status(db: Db) -> dict[str, Any]:
     counts = inbox.counts(db)
     events = counts.pop("events")
-    return {"version": __version__, "database": db.dialect, "webhooks": counts, "events": events}
+    return {
+        "version": __version__,
+        "database": db.dialect,
+        "webhooks": counts,
+        "events": events,
+        "fields": inbox.field_counts(db),
+    }
 
 
 @router.get("/phone-numbers", response_model=ListPage[PhoneNumber])

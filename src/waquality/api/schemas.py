@@ -98,11 +98,19 @@ class WebhookCounts(BaseModel):
     quarantined: int
 
 
+class FieldCount(BaseModel):
+    changes: int = Field(description="Changes of this field processed.")
+    items: int = Field(description="Items inside them (messages, statuses, preferences...).")
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
 class Status(BaseModel):
     version: str
     database: str
     webhooks: WebhookCounts
     events: int
+    fields: dict[str, FieldCount] = Field(description="Per webhook field, unknown ones too.")
 
 
 class ErrorBody(BaseModel):

@@ -66,6 +66,17 @@ def requeue(conn: Connection, ids: Sequence[int]) -> int:
     return result.rowcount or 0
 
 
+def field_counts(db: Database) -> dict[str, dict[str, Any]]:
+    """Changes and items seen per webhook field, with first and last sighting."""
+    fc = schema.field_counts
+    with db.read() as conn:
+        rows = conn.execute(select(fc).order_by(fc.c.field)).mappings().all()
+    return {
+        r["field"]: {k: r[k] for k in ("changes", "items", "first_seen_at", "last_seen_at")}
+        for r in rows
+    }
+
+
 def counts(db: Database) -> dict[str, int]:
     with db.read() as conn:
         total = conn.execute(select(func.count()).select_from(raw)).scalar_one()
