@@ -12,11 +12,11 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection, Row, bindparam, or_, select, update
 
 from waquality import metrics
 from waquality.domain.enums import Source
@@ -31,6 +31,8 @@ from waquality.store.state import StateWriter, TimedChange, join_phone
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 CONFLICT_RETRIES = 8
+COUNTER_SHARDS = 64
+TOUCH_RESOLUTION = timedelta(seconds=1)
 
 
 def utcnow() -> datetime:
@@ -44,6 +46,7 @@ class BatchResult:
     duplicates: int = 0
     quarantined: int = 0
     history: int = 0
+    wabas_seen: dict[str, datetime] = field(default_factory=dict)
 
     def add(self, other: BatchResult) -> None:
         self.bodies += other.bodies
@@ -51,12 +54,17 @@ class BatchResult:
         self.duplicates += other.duplicates
         self.quarantined += other.quarantined
         self.history += other.history
+        for waba_id, at in other.wabas_seen.items():
+            self.wabas_seen[waba_id] = max(at, self.wabas_seen.get(waba_id, at))
 
 
 class Processor:
     def __init__(self, db: Database, *, batch_size: int = 200, clock: Clock = utcnow) -> None:
         self.db, self.batch_size, self.clock = db, batch_size, clock
         self._joined: set[tuple[str, str]] = set()  # (phone id, display) already tied together
+        self._wabas: set[str] = set()  # WABA rows known to exist
+        self._touched: dict[str, datetime] = {}  # last_webhook_at written, per WABA
+        self._shard = random.randrange(COUNTER_SHARDS)  # this worker's field_counts rows
 
     def run_once(self) -> BatchResult:
         """Process one batch of pending bodies; an empty result means nothing was pending."""
@@ -66,7 +74,9 @@ class Processor:
                 with self.db.write() as conn:
                     rows = inbox.claim_pending(conn, self.batch_size)
                     ids = [row.id for row in rows]
-                    return self._process(conn, rows)
+                    result = self._process(conn, rows)
+                self._touch_wabas(result.wabas_seen)
+                return result
             except StoreConflict:
                 if attempt == CONFLICT_RETRIES:
                     raise
@@ -125,11 +135,12 @@ class Processor:
             for event, occurred_at, event_id in new_events
             for change in interpret(event)
         ]
-        result.history = writer.apply(changes, _wabas_seen(parsed))
+        result.history = writer.apply(changes)
+        result.wabas_seen = _wabas_seen(parsed)
         broken = [(raw_id, b) for raw_id, _, p in parsed for b in p.broken]
         _quarantine(conn, broken, now)
         result.quarantined = len(broken)
-        _count_fields(self.db, conn, [p for _, _, p in parsed], now)
+        _count_fields(self.db, conn, [p for _, _, p in parsed], now, self._shard)
         inbox.mark_processed(conn, [(rid, p.has_customer_data) for rid, _, p in parsed], now)
         metrics.EVENTS.inc(result.events)
         metrics.DUPLICATES.inc(result.duplicates)
@@ -137,6 +148,45 @@ class Processor:
         for _, received_at, _ in parsed:
             metrics.PROCESSING_LAG.observe(max(0.0, (now - received_at).total_seconds()))
         return result
+
+    def _touch_wabas(self, seen: dict[str, datetime]) -> None:
+        """Note when each WABA last spoke: at most once a second per WABA, in a short
+        transaction of its own after the batch, so workers never queue on WABA rows."""
+        due = {
+            waba_id: at
+            for waba_id, at in seen.items()
+            if at - self._touched.get(waba_id, datetime.min.replace(tzinfo=UTC)) >= TOUCH_RESOLUTION
+        }
+        if not due:
+            return
+        w = schema.wabas
+        now = self.clock()
+        try:
+            with self.db.write() as conn:
+                unknown = set(due) - self._wabas
+                if unknown:
+                    present = set(conn.execute(select(w.c.id).where(w.c.id.in_(unknown))).scalars())
+                    absent = sorted(unknown - present)
+                    if absent:
+                        rows = [
+                            {"id": waba_id, "updated_at": now, "as_of": {}} for waba_id in absent
+                        ]
+                        self.db.create_missing(conn, w, rows)
+                statement = (
+                    update(w)
+                    .where(
+                        w.c.id == bindparam("wid"),
+                        or_(w.c.last_webhook_at.is_(None), w.c.last_webhook_at < bindparam("at")),
+                    )
+                    .values(last_webhook_at=bindparam("at"))
+                )
+                conn.execute(
+                    statement, [{"wid": waba_id, "at": at} for waba_id, at in sorted(due.items())]
+                )
+        except StoreConflict:
+            return  # another worker is touching the same WABA: its time is as good
+        self._wabas.update(due)
+        self._touched.update(due)
 
     def _insert_events(
         self,
@@ -206,21 +256,23 @@ def _quarantine(conn: Connection, broken: list[tuple[int, Broken]], now: datetim
         )
 
 
-def _count_fields(db: Database, conn: Connection, bodies: list[ParsedBody], now: datetime) -> None:
+def _count_fields(
+    db: Database, conn: Connection, bodies: list[ParsedBody], now: datetime, shard: int
+) -> None:
     totals: dict[str, list[int]] = {}
     for body in bodies:
-        for field, n in body.changes.items():
-            totals.setdefault(field[:64], [0, 0])[0] += n
-        for field, n in body.items.items():
-            totals.setdefault(field[:64], [0, 0])[1] += n
+        for name, n in body.changes.items():
+            totals.setdefault(name[:64], [0, 0])[0] += n
+        for name, n in body.items.items():
+            totals.setdefault(name[:64], [0, 0])[1] += n
     if not totals:
         return
-    for field, (changes, _) in totals.items():
-        metrics.WEBHOOK_CHANGES.labels(field=field if len(field) <= 40 else "UNKNOWN").inc(changes)
+    for name, (changes, _) in totals.items():
+        metrics.WEBHOOK_CHANGES.labels(field=name if len(name) <= 40 else "UNKNOWN").inc(changes)
     fc = schema.field_counts
     statement = db.insert(fc)
     statement = statement.on_conflict_do_update(
-        index_elements=[fc.c.field],
+        index_elements=[fc.c.field, fc.c.shard],
         set_={
             "changes": fc.c.changes + statement.excluded.changes,
             "items": fc.c["items"] + statement.excluded["items"],
@@ -230,7 +282,14 @@ def _count_fields(db: Database, conn: Connection, bodies: list[ParsedBody], now:
     conn.execute(
         statement,
         [
-            {"field": f, "changes": c, "items": i, "first_seen_at": now, "last_seen_at": now}
+            {
+                "field": f,
+                "shard": shard,
+                "changes": c,
+                "items": i,
+                "first_seen_at": now,
+                "last_seen_at": now,
+            }
             for f, (c, i) in sorted(totals.items())
         ],
     )

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -91,6 +92,8 @@ class Database:
         elif self.dialect == "postgresql":
             self.engine = create_engine(
                 url,
+                json_serializer=_json_dumps,
+                json_deserializer=orjson.loads,
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 pool_pre_ping=True,
@@ -168,9 +171,15 @@ def _describe(exc: DBAPIError) -> str:
     return text[:200]
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def _sqlite_engine(url: str, pool_size: int, busy_timeout_ms: int) -> Engine:
     engine = create_engine(
         url,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
         pool_size=pool_size,
         max_overflow=pool_size,
         connect_args={"check_same_thread": False},

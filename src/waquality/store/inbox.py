@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, select, update
+from sqlalchemy import Connection, Row, func, select, update
 
 from waquality.domain.enums import RawStatus
 from waquality.store import schema
@@ -43,18 +43,16 @@ def claim_ids(conn: Connection, ids: Sequence[int]) -> Sequence[Row[Any, Any, An
 
 def mark_processed(conn: Connection, done: Sequence[tuple[int, bool]], now: datetime) -> None:
     """``done``: (raw id, whether the body holds customer data)."""
-    if not done:
-        return
-    statement = (
-        update(raw)
-        .where(raw.c.id == bindparam("rid"))
-        .values(
-            status=RawStatus.PROCESSED.value,
-            processed_at=now,
-            has_customer_data=bindparam("customer"),
-        )
-    )
-    conn.execute(statement, [{"rid": rid, "customer": customer} for rid, customer in done])
+    for customer in (True, False):
+        ids = [rid for rid, has in done if has is customer]
+        if ids:
+            conn.execute(
+                update(raw)
+                .where(raw.c.id.in_(ids))
+                .values(
+                    status=RawStatus.PROCESSED.value, processed_at=now, has_customer_data=customer
+                )
+            )
 
 
 def requeue(conn: Connection, ids: Sequence[int]) -> int:
@@ -69,12 +67,35 @@ def requeue(conn: Connection, ids: Sequence[int]) -> int:
 def field_counts(db: Database) -> dict[str, dict[str, Any]]:
     """Changes and items seen per webhook field, with first and last sighting."""
     fc = schema.field_counts
+    query = (
+        select(
+            fc.c.field,
+            func.sum(fc.c.changes),
+            func.sum(fc.c["items"]),
+            func.min(fc.c.first_seen_at),
+            func.max(fc.c.last_seen_at),
+        )
+        .group_by(fc.c.field)
+        .order_by(fc.c.field)
+    )
     with db.read() as conn:
-        rows = conn.execute(select(fc).order_by(fc.c.field)).mappings().all()
+        rows = conn.execute(query).all()
     return {
-        r["field"]: {k: r[k] for k in ("changes", "items", "first_seen_at", "last_seen_at")}
-        for r in rows
+        field: {
+            "changes": int(changes),
+            "items": int(items),
+            "first_seen_at": _utc(first),
+            "last_seen_at": _utc(last),
+        }
+        for field, changes, items, first, last in rows
     }
+
+
+def _utc(value: Any) -> Any:
+    """Aggregates lose the column type on SQLite: read them back as aware UTC datetimes."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def counts(db: Database) -> dict[str, int]:

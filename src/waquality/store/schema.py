@@ -132,6 +132,9 @@ field_counts = Table(
     "field_counts",
     metadata,
     Column("field", String(64), primary_key=True),
+    # Each worker adds to its own shard's rows, so concurrent workers never wait on each other;
+    # readers sum the shards.
+    Column("shard", Integer, primary_key=True, autoincrement=False),
     Column("changes", BigInteger, nullable=False, default=0),
     Column("items", BigInteger, nullable=False, default=0),
     Column("first_seen_at", UTCDateTime, nullable=False),

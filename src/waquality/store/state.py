@@ -72,24 +72,12 @@ class StateWriter:
 
     # -- public -------------------------------------------------------------------------------
 
-    def apply(
-        self, changes: Sequence[TimedChange], wabas_seen: dict[str, datetime] | None = None
-    ) -> int:
-        """Apply ``changes`` (in any order) and record when each WABA in ``wabas_seen`` last
-        spoke; returns how many history rows were written."""
-        seen = wabas_seen or {}
+    def apply(self, changes: Sequence[TimedChange]) -> int:
+        """Apply ``changes`` (in any order); returns how many history rows were written."""
         ordered = sorted(changes, key=lambda c: c.occurred_at)
-        self._load(
-            {c.change.subject for c in ordered}
-            | {SubjectRef(SubjectKind.WABA, waba_id) for waba_id in seen}
-        )
+        self._load({c.change.subject for c in ordered})
         for timed in ordered:
             self._apply_one(timed)
-        for waba_id, at in seen.items():
-            row = self._rows[(SubjectKind.WABA, waba_id)]
-            if row["last_webhook_at"] is None or at > row["last_webhook_at"]:
-                row["last_webhook_at"] = at
-                self._dirty.add((SubjectKind.WABA, waba_id))
         self._flush()
         return self.history_written
 
@@ -183,7 +171,8 @@ class StateWriter:
         if field not in UNTRACKED_FIELDS:
             self._history.append(self._history_row(ident, field, current, new, at, timed.event_id))
         for follow_up in self._follow_ups(ident, row, field):
-            self._load([follow_up.subject])
+            if follow_up.subject not in self._refs:
+                self._load([follow_up.subject])
             self._apply_one(TimedChange(follow_up, at, timed.event_id))
 
     def _follow_ups(

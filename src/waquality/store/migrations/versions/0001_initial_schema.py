@@ -34,11 +34,12 @@ def upgrade() -> None:
     op.create_table(
         "field_counts",
         sa.Column("field", sa.String(length=64), nullable=False),
+        sa.Column("shard", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("changes", sa.BigInteger(), nullable=False),
         sa.Column("items", sa.BigInteger(), nullable=False),
         sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("field", name=op.f("pk_field_counts")),
+        sa.PrimaryKeyConstraint("field", "shard", name=op.f("pk_field_counts")),
     )
     op.create_table(
         "instance",
