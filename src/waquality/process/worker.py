@@ -11,12 +11,12 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, or_, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 
 from waquality import metrics
 from waquality.domain.enums import Source
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 CONFLICT_RETRIES = 8
 COUNTER_SHARDS = 64
+DEFER_STEP = 0.002
 TOUCH_RESOLUTION = timedelta(seconds=1)
 
 
@@ -68,13 +69,23 @@ class Processor:
 
     def run_once(self) -> BatchResult:
         """Process one batch of pending bodies; an empty result means nothing was pending."""
-        ids: list[int] = []
+        # SQLite has one writer: parse before taking the write lock, so acknowledgements wait
+        # only for database work. PostgreSQL workers claim first (SKIP LOCKED), then parse.
+        prefetched = self._prefetch() if self.db.is_sqlite else None
+        if prefetched == {}:
+            return BatchResult()
+        ids: list[int] = list(prefetched or ())
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
                 with self.db.write() as conn:
-                    rows = inbox.claim_pending(conn, self.batch_size)
-                    ids = [row.id for row in rows]
-                    result = self._process(conn, rows)
+                    if prefetched is None:
+                        rows = inbox.claim_pending(conn, self.batch_size)
+                        parsed = [(r.id, r.received_at, parse_body(r.body)) for r in rows]
+                        ids = [r.id for r in rows]
+                    else:
+                        still = inbox.still_pending(conn, ids)
+                        parsed = [(rid, *prefetched[rid]) for rid in ids if rid in still]
+                    result = self._process(conn, parsed)
                 self._touch_wabas(result.wabas_seen)
                 return result
             except StoreConflict:
@@ -91,6 +102,11 @@ class Processor:
             result.add(self._process_alone(raw_id))
         return result
 
+    def _prefetch(self) -> dict[int, tuple[datetime, ParsedBody]]:
+        with self.db.read() as conn:
+            rows = inbox.peek_pending(conn, self.batch_size)
+        return {r.id: (r.received_at, parse_body(r.body)) for r in rows}
+
     def drain(self, limit: int | None = None) -> BatchResult:
         """Process until nothing is pending (or ``limit`` bodies were processed)."""
         total = BatchResult()
@@ -104,7 +120,10 @@ class Processor:
     def _process_alone(self, raw_id: int) -> BatchResult:
         try:
             with self.db.write() as conn:
-                return self._process(conn, inbox.claim_ids(conn, [raw_id]))
+                rows = inbox.claim_ids(conn, [raw_id])
+                return self._process(
+                    conn, [(r.id, r.received_at, parse_body(r.body)) for r in rows]
+                )
         except StoreUnavailable:
             raise
         except Exception as exc:
@@ -118,12 +137,13 @@ class Processor:
             metrics.QUARANTINED.inc()
             return BatchResult(bodies=1, quarantined=1)
 
-    def _process(self, conn: Connection, rows: Sequence[Row[Any, Any, Any]]) -> BatchResult:
-        if not rows:
+    def _process(
+        self, conn: Connection, parsed: list[tuple[int, datetime, ParsedBody]]
+    ) -> BatchResult:
+        if not parsed:
             return BatchResult()
         now = self.clock()
-        parsed = [(row.id, row.received_at, parse_body(row.body)) for row in rows]
-        result = BatchResult(bodies=len(rows))
+        result = BatchResult(bodies=len(parsed))
         new_events = self._insert_events(conn, parsed, result)
         for join in (j for _, _, p in parsed for j in p.joins):
             if (join.phone_number_id, join.display_phone_number) not in self._joined:
@@ -296,13 +316,26 @@ def _count_fields(
 
 
 class BackgroundWorker:
-    """Runs a :class:`Processor` on a thread until stopped; woken early by new bodies."""
+    """Runs a :class:`Processor` on a thread until stopped; woken early by new bodies.
+
+    ``busy`` tells when the process is short of CPU (acknowledgements waiting): the worker then
+    defers its next batch, up to ``max_defer`` seconds, so a burst of webhooks is acknowledged
+    first and processed right after (the backlog is durable).
+    """
 
     def __init__(
-        self, processor: Processor, *, idle_poll: float = 1.0, name: str = "waquality-worker"
+        self,
+        processor: Processor,
+        *,
+        idle_poll: float = 1.0,
+        name: str = "waquality-worker",
+        busy: Callable[[], bool] | None = None,
+        max_defer: float = 2.0,
     ) -> None:
         self.processor = processor
         self.idle_poll = idle_poll
+        self.busy = busy
+        self.max_defer = max_defer
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -315,9 +348,17 @@ class BackgroundWorker:
         self.wake.set()
         self._thread.join(timeout)
 
+    def _defer(self) -> None:
+        if self.busy is None:
+            return
+        deadline = time.monotonic() + self.max_defer
+        while self.busy() and time.monotonic() < deadline and not self._stop.is_set():
+            self._stop.wait(DEFER_STEP)
+
     def _run(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
+            self._defer()
             try:
                 result = self.processor.run_once()
                 backoff = 0.5

@@ -86,6 +86,7 @@ class Database:
             raise ConfigError(f"database URL cannot be parsed: {type(exc).__name__}") from None
         self.url = parsed
         self.dialect = parsed.get_backend_name()
+        self._ack_conn: Connection | None = None
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url, pool_size, int(write_timeout * 1000))
             self.gate: WriteGate = WriteGate()
@@ -122,12 +123,42 @@ class Database:
 
     @contextmanager
     def write(self, *, priority: bool = False) -> Iterator[Connection]:
-        """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit."""
-        gate = self.gate.priority() if priority else self.gate.background()
-        with gate, _unavailable_on_error(), self.engine.connect() as conn:
-            conn = conn.execution_options(write=True)
-            with conn.begin():
-                yield conn
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit.
+
+        ``priority`` writes (webhook acknowledgements, from one thread) use one dedicated
+        connection that never runs SQLite's WAL checkpoints: those happen on other connections
+        (processing commits, :meth:`checkpoint`), off the acknowledgement path.
+        """
+        if not priority:
+            with self.gate.background(), _unavailable_on_error(), self.engine.connect() as conn:
+                conn = conn.execution_options(write=True)
+                with conn.begin():
+                    yield conn
+            return
+        with self.gate.priority(), _unavailable_on_error():
+            conn = self._ack_connection()
+            try:
+                with conn.begin():
+                    yield conn
+            except BaseException:
+                if conn.invalidated or conn.closed:
+                    self._ack_conn = None
+                raise
+
+    def _ack_connection(self) -> Connection:
+        if self._ack_conn is None or self._ack_conn.closed or self._ack_conn.invalidated:
+            conn = self.engine.connect().execution_options(write=True)
+            if self.is_sqlite:
+                conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+                conn.commit()
+            self._ack_conn = conn
+        return self._ack_conn
+
+    def checkpoint(self) -> None:
+        """Move SQLite's WAL into the database file without blocking anyone (no-op otherwise)."""
+        if self.is_sqlite:
+            with _unavailable_on_error(), self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     def create_missing(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
         """Insert rows that do not exist yet, without holding their locks in ``conn``.
@@ -150,6 +181,9 @@ class Database:
             yield conn
 
     def dispose(self) -> None:
+        if self._ack_conn is not None:
+            self._ack_conn.close()
+            self._ack_conn = None
         self.engine.dispose()
 
 

@@ -31,6 +31,22 @@ def claim_pending(conn: Connection, limit: int) -> Sequence[Row[Any, Any, Any]]:
     return conn.execute(query).all()
 
 
+def peek_pending(conn: Connection, limit: int) -> Sequence[Row[Any, Any, Any]]:
+    """The oldest pending bodies, without claiming them (SQLite's single writer claims later)."""
+    query = (
+        select(raw.c.id, raw.c.body, raw.c.received_at)
+        .where(raw.c.status == RawStatus.PENDING.value)
+        .order_by(raw.c.id)
+        .limit(limit)
+    )
+    return conn.execute(query).all()
+
+
+def still_pending(conn: Connection, ids: Sequence[int]) -> set[int]:
+    query = select(raw.c.id).where(raw.c.id.in_(ids), raw.c.status == RawStatus.PENDING.value)
+    return set(conn.execute(query).scalars())
+
+
 def claim_ids(conn: Connection, ids: Sequence[int]) -> Sequence[Row[Any, Any, Any]]:
     query = (
         select(raw.c.id, raw.c.body, raw.c.received_at)
