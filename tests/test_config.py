@@ -24,7 +24,7 @@ def load(**variables: str) -> Settings:
 
 def config_error(env: dict[str, str], **kwargs: str | Path) -> str:
     with pytest.raises(ConfigError) as caught:
-        load_settings(env, **kwargs)  # type: ignore[arg-type]
+        load_settings(env, **kwargs)
     return str(caught.value)
 
 
@@ -56,8 +56,14 @@ def test_unrelated_environment_variables_are_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    settings = load_settings({"PATH": "/usr/bin", "HOME": "/root", "DATABASE_URL": "mysql://x",
-                              "TEST_DATABASE_URL": "postgresql://elsewhere/db"})
+    settings = load_settings(
+        {
+            "PATH": "/usr/bin",
+            "HOME": "/root",
+            "DATABASE_URL": "mysql://x",
+            "TEST_DATABASE_URL": "postgresql://elsewhere/db",
+        }
+    )
     assert settings.database_url.get_secret_value() == "sqlite:///./waquality.db"
 
 
@@ -66,7 +72,7 @@ def test_values_from_the_environment() -> None:
         database_url="postgresql+psycopg://user:pw@db.internal:5432/waquality",
         verify_token="verify-me",
         api_token="api-secret-token",
-        host="0.0.0.0",
+        host="192.0.2.10",
         port="9123",
         log_level="debug",
     )
@@ -77,7 +83,7 @@ def test_values_from_the_environment() -> None:
     assert settings.verify_token.get_secret_value() == "verify-me"
     assert settings.api_token is not None
     assert settings.api_token.get_secret_value() == "api-secret-token"
-    assert settings.host == "0.0.0.0"
+    assert settings.host == "192.0.2.10"
     assert settings.port == 9123
     assert settings.log_level == "DEBUG"
 
@@ -143,8 +149,9 @@ def test_durations(text: str, expected: timedelta) -> None:
 
 @pytest.mark.parametrize("text", ["", "abc", "5 minutes", "-5s", "5w", "1h30", "s", "1y", "h1"])
 def test_bad_durations_are_refused(text: str) -> None:
-    message = config_error({"WAQUALITY_CONFIG": EMPTY_TOML,
-                            "WAQUALITY_CUSTOMER_DATA_RETENTION": text})
+    message = config_error(
+        {"WAQUALITY_CONFIG": EMPTY_TOML, "WAQUALITY_CUSTOMER_DATA_RETENTION": text}
+    )
     assert "WAQUALITY_CUSTOMER_DATA_RETENTION" in message
     assert "duration" in message
 
@@ -190,8 +197,9 @@ def test_app_secrets_as_a_toml_list(tmp_path: Path) -> None:
 def test_secret_from_a_file_with_its_trailing_newline_stripped(tmp_path: Path, name: str) -> None:
     value = "sqlite:///from-file.db" if name == "database_url" else "value-from-file"
     path = write(tmp_path / "secret", value + "\n")
-    settings = load_settings({"WAQUALITY_CONFIG": EMPTY_TOML,
-                              f"WAQUALITY_{name.upper()}_FILE": str(path)})
+    settings = load_settings(
+        {"WAQUALITY_CONFIG": EMPTY_TOML, f"WAQUALITY_{name.upper()}_FILE": str(path)}
+    )
     secret = getattr(settings, name)
     if name == "app_secret":
         assert settings.app_secrets == [value.encode()]
@@ -201,23 +209,30 @@ def test_secret_from_a_file_with_its_trailing_newline_stripped(tmp_path: Path, n
 
 def test_crlf_line_ending_is_stripped_too(tmp_path: Path) -> None:
     path = write(tmp_path / "token", "windows-token\r\n")
-    settings = load_settings({"WAQUALITY_CONFIG": EMPTY_TOML,
-                              "WAQUALITY_API_TOKEN_FILE": str(path)})
+    settings = load_settings(
+        {"WAQUALITY_CONFIG": EMPTY_TOML, "WAQUALITY_API_TOKEN_FILE": str(path)}
+    )
     assert settings.api_token is not None
     assert settings.api_token.get_secret_value() == "windows-token"
 
 
 def test_app_secret_file_may_hold_several_secrets(tmp_path: Path) -> None:
     path = write(tmp_path / "secrets", "alpha,beta\n")
-    settings = load_settings({"WAQUALITY_CONFIG": EMPTY_TOML,
-                              "WAQUALITY_APP_SECRET_FILE": str(path)})
+    settings = load_settings(
+        {"WAQUALITY_CONFIG": EMPTY_TOML, "WAQUALITY_APP_SECRET_FILE": str(path)}
+    )
     assert settings.app_secrets == [b"alpha", b"beta"]
 
 
 def test_secret_and_its_file_both_set_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path / "token", "from-file\n")
-    message = config_error({"WAQUALITY_CONFIG": EMPTY_TOML, "WAQUALITY_API_TOKEN": "from-env",
-                            "WAQUALITY_API_TOKEN_FILE": str(path)})
+    message = config_error(
+        {
+            "WAQUALITY_CONFIG": EMPTY_TOML,
+            "WAQUALITY_API_TOKEN": "from-env",
+            "WAQUALITY_API_TOKEN_FILE": str(path),
+        }
+    )
     assert "WAQUALITY_API_TOKEN" in message
     assert "WAQUALITY_API_TOKEN_FILE" in message
     assert "from-env" not in message
@@ -227,14 +242,13 @@ def test_secret_and_its_file_both_set_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["missing", "directory"])
 def test_unreadable_secret_file_is_an_error(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "nope" if kind == "missing" else tmp_path
-    message = config_error({"WAQUALITY_CONFIG": EMPTY_TOML,
-                            "WAQUALITY_APP_SECRET_FILE": str(path)})
+    message = config_error({"WAQUALITY_CONFIG": EMPTY_TOML, "WAQUALITY_APP_SECRET_FILE": str(path)})
     assert "WAQUALITY_APP_SECRET_FILE" in message
     assert str(path) in message
 
 
 def test_file_variants_exist_only_for_secrets(tmp_path: Path) -> None:
-    path = write(tmp_path / "host", "0.0.0.0\n")
+    path = write(tmp_path / "host", "192.0.2.10\n")
     message = config_error({"WAQUALITY_CONFIG": EMPTY_TOML, "WAQUALITY_HOST_FILE": str(path)})
     assert "WAQUALITY_HOST_FILE" in message
 
@@ -285,8 +299,9 @@ def test_waquality_toml_in_the_working_directory_is_read(
 
 def test_environment_wins_over_the_file(tmp_path: Path) -> None:
     path = write(tmp_path / "custom.toml", FULL_TOML)
-    settings = load_settings({"WAQUALITY_CONFIG": str(path), "WAQUALITY_PORT": "8303",
-                              "WAQUALITY_API_TOKEN": "env-api"})
+    settings = load_settings(
+        {"WAQUALITY_CONFIG": str(path), "WAQUALITY_PORT": "8303", "WAQUALITY_API_TOKEN": "env-api"}
+    )
     assert settings.port == 8303
     assert settings.api_token is not None
     assert settings.api_token.get_secret_value() == "env-api"
@@ -298,8 +313,9 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
 def test_secret_file_wins_over_the_toml_file(tmp_path: Path) -> None:
     toml = write(tmp_path / "custom.toml", FULL_TOML)
     secret = write(tmp_path / "token", "file-api\n")
-    settings = load_settings({"WAQUALITY_CONFIG": str(toml),
-                              "WAQUALITY_API_TOKEN_FILE": str(secret)})
+    settings = load_settings(
+        {"WAQUALITY_CONFIG": str(toml), "WAQUALITY_API_TOKEN_FILE": str(secret)}
+    )
     assert settings.api_token is not None
     assert settings.api_token.get_secret_value() == "file-api"
 
@@ -356,16 +372,27 @@ def test_every_problem_is_listed_in_one_message(tmp_path: Path) -> None:
         "WAQUALITY_VERIFY_TOKEN_FILE": str(tmp_path / "missing"),
     }
     message = config_error(env)
-    for name in ("WAQUALITY_PORT", "WAQUALITY_CUSTOMER_DATA_RETENTION", "WAQUALITY_LOG_LEVEL",
-                 "WAQUALITY_DATABASE_URL", "WAQUALITY_NOT_A_SETTING", "WAQUALITY_API_TOKEN_FILE",
-                 "WAQUALITY_VERIFY_TOKEN_FILE"):
+    for name in (
+        "WAQUALITY_PORT",
+        "WAQUALITY_CUSTOMER_DATA_RETENTION",
+        "WAQUALITY_LOG_LEVEL",
+        "WAQUALITY_DATABASE_URL",
+        "WAQUALITY_NOT_A_SETTING",
+        "WAQUALITY_API_TOKEN_FILE",
+        "WAQUALITY_VERIFY_TOKEN_FILE",
+    ):
         assert name in message, f"{name} missing from:\n{message}"
 
 
 def test_value_problems_are_listed_together(tmp_path: Path) -> None:
     path = write(tmp_path / "w.toml", 'host = "h"\nunknown_key = 1\n')
-    message = config_error({"WAQUALITY_CONFIG": str(path), "WAQUALITY_PORT": "x",
-                            "WAQUALITY_CUSTOMER_DATA_RETENTION": "y"})
+    message = config_error(
+        {
+            "WAQUALITY_CONFIG": str(path),
+            "WAQUALITY_PORT": "x",
+            "WAQUALITY_CUSTOMER_DATA_RETENTION": "y",
+        }
+    )
     for name in ("WAQUALITY_PORT", "WAQUALITY_CUSTOMER_DATA_RETENTION", "unknown_key"):
         assert name in message, f"{name} missing from:\n{message}"
 
@@ -379,16 +406,27 @@ SECRETS = {
     "verify_token": "verify-token-5521",
     "api_token": "api-token-7730",
 }
-SECRET_FRAGMENTS = ["db-pass-8127", "app-secret-3341", "app-secret-9982", "verify-token-5521",
-                    "api-token-7730"]
+SECRET_FRAGMENTS = [
+    "db-pass-8127",
+    "app-secret-3341",
+    "app-secret-9982",
+    "verify-token-5521",
+    "api-token-7730",
+]
 
 
 def test_secrets_never_appear_in_repr_or_str() -> None:
     settings = load(**SECRETS)
     assert settings.api_token is not None  # loaded for real
     assert settings.api_token.get_secret_value() == "api-token-7730"
-    shown = [repr(settings), str(settings), f"{settings}", f"{settings!r}",
-             repr(settings.model_dump()), str(settings.app_secret)]
+    shown = [
+        repr(settings),
+        str(settings),
+        f"{settings}",
+        f"{settings!r}",
+        repr(settings.model_dump()),
+        str(settings.app_secret),
+    ]
     for text in shown:
         for fragment in SECRET_FRAGMENTS:
             assert fragment not in text, f"{fragment} shown in {text}"

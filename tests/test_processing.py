@@ -377,3 +377,41 @@ def test_retention_deletes_or_redacts_customer_payloads(db: Database) -> None:
     assert kept[0]["redacted_at"] == NOW
     assert kept[1]["body"] == bodies[2]
     assert prune_customer_payloads(db, NOW, timedelta(days=30)) == 0
+
+
+def test_background_worker_defers_while_busy_then_processes(db: Database) -> None:
+    store(db, envelope(template_status(11, "APPROVED", T0)))
+    busy = threading.Event()
+    busy.set()
+    worker = worker_module.BackgroundWorker(
+        Processor(db, clock=lambda: NOW), idle_poll=0.05, busy=busy.is_set, max_defer=30.0
+    )
+    worker.start()
+    try:
+        threading.Event().wait(0.3)  # time in which an idle worker would have processed it
+        assert inbox.counts(db)["pending"] == 1  # deferred: the process is busy
+        busy.clear()
+        for _ in range(500):
+            if inbox.counts(db)["pending"] == 0:
+                break
+            threading.Event().wait(0.01)
+        assert inbox.counts(db)["pending"] == 0
+    finally:
+        worker.stop()
+    assert template(db, 11)["status"] == "APPROVED"
+
+
+def test_background_worker_never_defers_forever(db: Database) -> None:
+    store(db, envelope(template_status(12, "APPROVED", T0)))
+    worker = worker_module.BackgroundWorker(
+        Processor(db, clock=lambda: NOW), idle_poll=0.05, busy=lambda: True, max_defer=0.2
+    )
+    worker.start()
+    try:
+        for _ in range(500):
+            if inbox.counts(db)["pending"] == 0:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        worker.stop()
+    assert inbox.counts(db)["pending"] == 0

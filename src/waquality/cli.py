@@ -6,6 +6,8 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -45,7 +47,8 @@ def serve(host: str | None, port: int | None) -> None:
 
     settings = _settings()
     _logging(settings)
-    runtime = Runtime(settings)
+    with _guard():
+        runtime = Runtime(settings)
     token = _prepare(runtime)
     if not settings.app_secret:
         click.echo(
@@ -76,7 +79,8 @@ def worker() -> None:
 
     settings = _settings()
     _logging(settings)
-    runtime = Runtime(settings)
+    with _guard():
+        runtime = Runtime(settings)
     _prepare(runtime)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -103,8 +107,11 @@ def db_upgrade() -> None:
 
     settings = _settings()
     database = Database(settings.database_url.get_secret_value())
-    _run(lambda: migrate.upgrade(database))
-    click.echo(f"schema at revision {migrate.current_revision(database)}")
+    try:
+        _run(lambda: migrate.upgrade(database))
+        click.echo(f"schema at revision {_run(lambda: migrate.current_revision(database))}")
+    finally:
+        database.dispose()
 
 
 @main.command()
@@ -119,18 +126,16 @@ def reprocess(raw_ids: tuple[int, ...], process: bool) -> None:
     """Replay quarantined bodies (or the given RAW_IDS) through processing."""
     from waquality.process.worker import Processor, utcnow
     from waquality.reprocess import requeue_quarantined
-    from waquality.runtime import Runtime
 
-    runtime = Runtime(_settings())
-    _prepare(runtime)
-    count = _run(lambda: requeue_quarantined(runtime.db, utcnow(), raw_ids))
-    click.echo(f"requeued {count} bodies")
-    if process and count:
-        result = _run(lambda: Processor(runtime.db).drain())
-        click.echo(
-            f"processed {result.bodies} bodies: {result.events} new events, "
-            f"{result.duplicates} duplicates, {result.quarantined} quarantined again"
-        )
+    with _runtime() as runtime:
+        count = _run(lambda: requeue_quarantined(runtime.db, utcnow(), raw_ids))
+        click.echo(f"requeued {count} bodies")
+        if process and count:
+            result = _run(lambda: Processor(runtime.db).drain())
+            click.echo(
+                f"processed {result.bodies} bodies: {result.events} new events, "
+                f"{result.duplicates} duplicates, {result.quarantined} quarantined again"
+            )
 
 
 @main.command()
@@ -139,12 +144,9 @@ def reprocess(raw_ids: tuple[int, ...], process: bool) -> None:
 @click.option("--show", "item_id", type=int, help="Print one item with its raw body.")
 def quarantine(include_resolved: bool, limit: int, item_id: int | None) -> None:
     """List payloads (or parts) that could not be parsed."""
-    from waquality.runtime import Runtime
     from waquality.store import queries
 
-    runtime = Runtime(_settings())
-    _prepare(runtime)
-    with runtime.db.read() as conn:
+    with _runtime() as runtime, _guard(), runtime.db.read() as conn:
         page = queries.quarantine(
             conn,
             include_resolved=include_resolved or item_id is not None,
@@ -177,13 +179,11 @@ def _print_item(item: dict[str, Any]) -> None:
 @main.command()
 def status() -> None:
     """Counts of received, pending, processed and quarantined webhooks."""
-    from waquality.runtime import Runtime
     from waquality.store import inbox
 
-    runtime = Runtime(_settings())
-    _prepare(runtime)
-    for name, value in _run(lambda: inbox.counts(runtime.db)).items():
-        click.echo(f"{name:12} {value}")
+    with _runtime() as runtime:
+        for name, value in _run(lambda: inbox.counts(runtime.db)).items():
+            click.echo(f"{name:12} {value}")
 
 
 @main.group()
@@ -195,27 +195,45 @@ def token() -> None:
 def token_reset() -> None:
     """Replace the generated API token (when WAQUALITY_API_TOKEN is not set) and print it."""
     from waquality.api.auth import reset_api_token
-    from waquality.runtime import Runtime
 
     settings = _settings()
     if settings.api_token is not None:
         raise click.ClickException("WAQUALITY_API_TOKEN is set; change it there instead")
-    runtime = Runtime(settings)
-    _prepare(runtime)
-    click.echo(_run(lambda: reset_api_token(runtime.db)))
+    with _runtime(settings) as runtime:
+        click.echo(_run(lambda: reset_api_token(runtime.db)))
 
 
 def _prepare(runtime: Any) -> str | None:
     return _run(runtime.prepare)  # type: ignore[no-any-return]
 
 
-def _run(action: Any) -> Any:
+@contextmanager
+def _runtime(settings: Settings | None = None) -> Iterator[Any]:
+    """A prepared :class:`Runtime` whose connections are closed on the way out."""
+    from waquality.runtime import Runtime
+
+    runtime = Runtime(settings or _settings())
     try:
-        return action()
+        _prepare(runtime)
+        yield runtime
+    finally:
+        runtime.db.dispose()
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    """Turn our errors into one clean line (and exit status 1)."""
+    try:
+        yield
     except StoreUnavailable as exc:
         raise click.ClickException(f"database unavailable: {exc}") from None
     except WaqualityError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _run(action: Any) -> Any:
+    with _guard():
+        return action()
 
 
 if __name__ == "__main__":  # pragma: no cover

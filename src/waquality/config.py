@@ -97,6 +97,13 @@ class Settings(BaseModel):
             raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
         return level
 
+    @field_validator("verify_token", "api_token")
+    @classmethod
+    def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is empty: give a value or leave the setting out")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _database(cls, value: SecretStr) -> SecretStr:
@@ -135,12 +142,13 @@ def load_settings(
             values[key] = raw
         else:
             problems.append(f"{name}: unknown setting")
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        problems += [_describe(err) for err in exc.errors()]
     if problems:
         raise ConfigError(_report(problems))
-    try:
-        return Settings.model_validate(values)
-    except ValidationError as exc:
-        raise ConfigError(_report([_describe(err) for err in exc.errors()])) from None
+    return settings
 
 
 def _read_toml(env: Mapping[str, str], config_file: str | Path | None) -> dict[str, Any]:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from waquality import __version__
 from waquality.api.auth import Authenticator
@@ -24,6 +26,11 @@ from waquality.store.database import Database
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+# Declares the bearer scheme in the OpenAPI document; the check itself is require_token's.
+BearerCredentials = Annotated[
+    HTTPAuthorizationCredentials | None,
+    Depends(HTTPBearer(auto_error=False, description="The API token.")),
+]
 
 
 class Application:
@@ -45,7 +52,7 @@ def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse
 
 
 def create_api(db: Database, auth: Authenticator, lifespan: Lifespan | None = None) -> FastAPI:
-    def require_token(request: Request) -> None:
+    def require_token(request: Request, _: BearerCredentials) -> None:
         if not auth.check(request.headers.get("authorization")):
             raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
 
@@ -67,6 +74,11 @@ def create_api(db: Database, auth: Authenticator, lifespan: Lifespan | None = No
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         extra = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
         return _error(exc.status, exc.code, exc.message, **extra)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -130,12 +130,12 @@ class Database:
         (processing commits, :meth:`checkpoint`), off the acknowledgement path.
         """
         if not priority:
-            with self.gate.background(), _unavailable_on_error(), self.engine.connect() as conn:
+            with self.gate.background(), unavailable_on_error(), self.engine.connect() as conn:
                 conn = conn.execution_options(write=True)
                 with conn.begin():
                     yield conn
             return
-        with self.gate.priority(), _unavailable_on_error():
+        with self.gate.priority(), unavailable_on_error():
             conn = self._ack_connection()
             try:
                 with conn.begin():
@@ -157,7 +157,7 @@ class Database:
     def checkpoint(self) -> None:
         """Move SQLite's WAL into the database file without blocking anyone (no-op otherwise)."""
         if self.is_sqlite:
-            with _unavailable_on_error(), self.engine.connect() as conn:
+            with unavailable_on_error(), self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     def create_missing(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -172,12 +172,12 @@ class Database:
         if self.is_sqlite:
             conn.execute(statement, rows)
             return
-        with _unavailable_on_error(), self.engine.connect() as own, own.begin():
+        with unavailable_on_error(), self.engine.connect() as own, own.begin():
             own.execute(statement, rows)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with _unavailable_on_error(), self.engine.connect() as conn, conn.begin():
+        with unavailable_on_error(), self.engine.connect() as conn, conn.begin():
             yield conn
 
     def dispose(self) -> None:
@@ -188,7 +188,7 @@ class Database:
 
 
 @contextmanager
-def _unavailable_on_error() -> Iterator[None]:
+def unavailable_on_error() -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:

@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
-from waquality.store.database import Database
+from waquality.store.database import Database, unavailable_on_error
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_LOCK = 74_108_115  # advisory lock id: one migrator at a time on PostgreSQL
@@ -28,13 +28,13 @@ def head_revision() -> str | None:
 
 
 def current_revision(db: Database) -> str | None:
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
     """Bring the schema to ``revision``; safe to call from several processes at once."""
-    with db.engine.connect() as conn:
+    with unavailable_on_error(), db.engine.connect() as conn:
         conn = conn.execution_options(write=True)
         if not db.is_sqlite:
             conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _PG_LOCK})

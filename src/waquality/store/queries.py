@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, Select, and_, or_, select
+from sqlalchemy import ColumnElement, Connection, Integer, Select, and_, or_, select
 
 from waquality.domain.enums import SubjectKind
 from waquality.domain.values import normalise_display_number
@@ -35,17 +35,31 @@ def encode_cursor(values: Sequence[Any]) -> str:
 
 
 def decode_cursor(cursor: str, keys: Sequence[SortKey]) -> list[Any]:
+    """The sort-key values a cursor carries, each checked against its column's type."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
         if not isinstance(values, list) or len(values) != len(keys):
             raise ValueError
-        return [
-            datetime.fromisoformat(v) if isinstance(k.column.type, schema.UTCDateTime) else v
-            for k, v in zip(keys, values, strict=True)
-        ]
+        return [_cursor_value(k, v) for k, v in zip(keys, values, strict=True)]
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise BadRequest("cursor is not valid; use the 'next' value of a previous page") from None
+
+
+def _cursor_value(key: SortKey, value: Any) -> Any:
+    column_type = key.column.type
+    if isinstance(column_type, schema.UTCDateTime):
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+        if moment is None or moment.tzinfo is None:
+            raise ValueError
+        return moment
+    if isinstance(column_type, Integer):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError
+        return value
+    if not isinstance(value, str):
+        raise ValueError
+    return value
 
 
 def paginate(

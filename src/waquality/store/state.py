@@ -236,13 +236,17 @@ class StateWriter:
         self._history.append(self._history_row(ident, field, None, value, at, event_id))
         self._history[-1]["old_value"] = before
         after = self.conn.execute(
-            select(h.c.id)
+            select(h.c.id, h.c.new_value)
             .where(where, h.c.occurred_at > at)
             .order_by(h.c.occurred_at, h.c.id)
             .limit(1)
-        ).scalar()
-        if after is not None:
-            self.conn.execute(update(h).where(h.c.id == after).values(old_value=new))
+        ).first()
+        if after is None:
+            return
+        if after.new_value == new:  # the next row no longer changes anything: it was this
+            self.conn.execute(delete(h).where(h.c.id == after.id))
+        else:
+            self.conn.execute(update(h).where(h.c.id == after.id).values(old_value=new))
 
     def _value_before(self, ident: tuple[SubjectKind, Any], field: str) -> str | None:
         self._flush_history()
