@@ -126,6 +126,11 @@ def _parse_entry(parsed: ParsedBody, seen: set[str], path: str, entry: Any) -> N
             name = field_name if isinstance(field_name, str) else None
             parsed.broken.append(Broken(change_path, name, str(exc)))
             continue
+        except Exception as exc:  # a decoder bug must not lose the rest of the body
+            name = field_name if isinstance(field_name, str) else None
+            error = f"cannot be decoded ({type(exc).__name__}: {exc})"[:500]
+            parsed.broken.append(Broken(change_path, name, error))
+            continue
         for event in events:
             if event.dedupe_key not in seen:
                 seen.add(event.dedupe_key)

@@ -367,6 +367,11 @@ class BackgroundWorker:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
+            except Exception:  # never let the worker thread die; the bodies stay pending
+                log.exception("processing failed, retrying in %.1fs", backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
             if result.bodies == 0:
                 self.wake.wait(self.idle_poll)
                 self.wake.clear()
