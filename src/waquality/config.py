@@ -76,8 +76,14 @@ class Settings(BaseModel):
     )
     host: str = Field("127.0.0.1", description="Address `serve` listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port `serve` listens on.")
-    workers: int = Field(1, ge=0, le=16, description="Processing threads inside `serve` (0: none).")
-    batch_size: int = Field(200, ge=1, le=5000, description="Bodies processed per transaction.")
+    workers: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description="Processing threads in the processing process `serve` supervises (0: none; "
+        "then run `waquality worker` elsewhere).",
+    )
+    batch_size: int = Field(500, ge=1, le=5000, description="Bodies processed per transaction.")
     customer_data_retention: Duration = Field(
         timedelta(days=30),
         description="How long raw `messages`/`user_preferences` payloads are kept.",

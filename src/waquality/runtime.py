@@ -23,9 +23,10 @@ from waquality.config import Settings
 from waquality.errors import StoreUnavailable
 from waquality.ingest.committer import GroupCommitter
 from waquality.ingest.receiver import WebhookReceiver
-from waquality.process.worker import BackgroundWorker, Clock, Processor, utcnow
+from waquality.process.child import ProcessingChild, spawn_context
+from waquality.process.worker import Clock, utcnow
 from waquality.store import inbox, migrate
-from waquality.store.database import Database
+from waquality.store.database import Database, WriteGate
 from waquality.store.retention import prune_customer_payloads
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ HOUSEKEEPING_INTERVAL = 3600.0
 CHECKPOINT_INTERVAL = 2.0
 LOOP_PROBE = 0.005  # seconds between event-loop lag probes
 LOOP_LAG_BUSY = 0.002  # a loop this late has requests waiting for the CPU
+CROWD_HOLD = 0.2  # processing waits this long after acknowledgements last queued up
 SWITCH_INTERVAL = 0.0005
 
 
@@ -40,13 +42,15 @@ class Runtime:
     def __init__(self, settings: Settings, *, clock: Clock = utcnow) -> None:
         self.settings = settings
         self.clock = clock
+        # SQLite's writers (this process and the processing child) share one gate.
+        url = settings.database_url.get_secret_value()
+        self.gate = WriteGate(spawn_context()) if url.startswith("sqlite") else None
         self.db = Database(
-            settings.database_url.get_secret_value(),
-            write_timeout=settings.write_timeout.total_seconds(),
+            url, write_timeout=settings.write_timeout.total_seconds(), gate=self.gate
         )
         self.committer: GroupCommitter | None = None
         self.loop_lag = 0.0
-        self.workers: list[BackgroundWorker] = []
+        self.processing: ProcessingChild | None = None
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
 
@@ -66,14 +70,18 @@ class Runtime:
         return Application(receiver, create_api(self.db, self.auth, self._lifespan))
 
     async def _watch_loop(self) -> None:
-        """Measure how late the event loop runs its callbacks: the sign of a CPU shortage."""
+        """Tell the processing child when acknowledgements need the machine: the event loop
+        runs its callbacks late (short of CPU) or requests queue up for the disk."""
         while True:
             start = time.monotonic()
             await asyncio.sleep(LOOP_PROBE)
-            self.loop_lag = time.monotonic() - start - LOOP_PROBE
-
-    def cpu_busy(self) -> bool:
-        return self.loop_lag > LOOP_LAG_BUSY
+            now = time.monotonic()
+            self.loop_lag = now - start - LOOP_PROBE
+            if self.processing is not None:
+                crowded = self.committer is not None and (
+                    now - self.committer.last_crowd_at < CROWD_HOLD
+                )
+                self.processing.set_busy(crowded or self.loop_lag > LOOP_LAG_BUSY)
 
     async def _store(self, body: bytes) -> None:
         if self.committer is None:
@@ -85,23 +93,16 @@ class Runtime:
             inbox.insert_bodies(conn, bodies)
 
     def _wake_workers(self) -> None:
-        for worker in self.workers:
-            worker.wake.set()
+        if self.processing is not None:
+            self.processing.wake.set()
 
     def start(self) -> None:
-        # Processing threads share the interpreter with the request loop: hand the lock over
-        # every 0.5 ms instead of 5 ms, so an acknowledgement never waits long behind parsing.
+        # The request loop shares the interpreter with the committer and housekeeping threads:
+        # hand the lock over every 0.5 ms instead of 5 ms, so acknowledgements never queue long.
         sys.setswitchinterval(SWITCH_INTERVAL)
-        self.workers = [
-            BackgroundWorker(
-                Processor(self.db, batch_size=self.settings.batch_size, clock=self.clock),
-                name=f"waquality-worker-{i}",
-                busy=self.cpu_busy,
-            )
-            for i in range(self.settings.workers)
-        ]
-        for worker in self.workers:
-            worker.start()
+        if self.settings.workers:
+            self.processing = ProcessingChild(self.settings, self.gate)
+            self.processing.start()
         self.committer = GroupCommitter(self._write_bodies, on_commit=self._wake_workers)
         self._housekeeper = threading.Thread(
             target=self._housekeeping, daemon=True, name="waquality-housekeeping"
@@ -112,8 +113,8 @@ class Runtime:
         if self.committer is not None:
             self.committer.close()
         self._stop.set()
-        for worker in self.workers:
-            worker.stop()
+        if self.processing is not None:
+            self.processing.stop()
         if self._housekeeper is not None:
             self._housekeeper.join(10)
         self.db.dispose()

@@ -20,6 +20,10 @@ from waquality.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
+# A batch this large means requests are queueing for the disk: acknowledgements are the
+# bottleneck, and background work should wait (see Runtime).
+CROWD = 16
+
 WriteBatch = Callable[[Sequence[tuple[bytes, datetime]]], None]
 _Pending = tuple[bytes, float, asyncio.Future[None], asyncio.AbstractEventLoop]
 
@@ -39,6 +43,7 @@ class GroupCommitter:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
+        self.last_crowd_at = 0.0  # monotonic time of the last batch of CROWD bodies or more
         self._thread = threading.Thread(target=self._run, name="waquality-committer", daemon=True)
         self._thread.start()
 
@@ -77,6 +82,8 @@ class GroupCommitter:
                     if self._closed and not self._pending:
                         return
                 continue
+            if len(batch) >= CROWD:
+                self.last_crowd_at = time.monotonic()
             error: BaseException | None = None
             try:
                 self._write_batch(

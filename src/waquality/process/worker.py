@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, or_, select, update
 
@@ -315,6 +315,14 @@ def _count_fields(
     )
 
 
+class Wakeup(Protocol):
+    """A threading or multiprocessing event."""
+
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 class BackgroundWorker:
     """Runs a :class:`Processor` on a thread until stopped; woken early by new bodies.
 
@@ -330,13 +338,14 @@ class BackgroundWorker:
         idle_poll: float = 1.0,
         name: str = "waquality-worker",
         busy: Callable[[], bool] | None = None,
-        max_defer: float = 2.0,
+        max_defer: float = 0.5,
+        wake: Wakeup | None = None,
     ) -> None:
         self.processor = processor
         self.idle_poll = idle_poll
         self.busy = busy
         self.max_defer = max_defer
-        self.wake = threading.Event()
+        self.wake: Wakeup = wake if wake is not None else threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing.context import BaseContext
 from typing import Any
 
 import orjson
@@ -28,22 +29,34 @@ SQLITE_PRAGMAS = (
 )
 
 
-class WriteGate:
-    """One writer at a time; the ``priority`` side (acknowledgements) goes first."""
+class _Cell:
+    """A mutable number, shaped like ``multiprocessing.Value`` (``.value``)."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._busy = False
-        self._waiting_priority = 0
+        self.value = 0
+
+
+class WriteGate:
+    """One writer at a time; the ``priority`` side (acknowledgements) goes first.
+
+    Made with a multiprocessing context, the gate is shared with a child process (passed to it
+    at spawn), so SQLite's single writer is coordinated across processes by us, promptly, and
+    not by SQLite's busy handler, which sleeps in steps of up to 100 ms.
+    """
+
+    def __init__(self, context: BaseContext | None = None) -> None:
+        self._cond: Any = context.Condition() if context else threading.Condition()
+        self._busy: Any = context.Value("b", 0, lock=False) if context else _Cell()
+        self._waiting: Any = context.Value("i", 0, lock=False) if context else _Cell()
 
     @contextmanager
     def priority(self) -> Iterator[None]:
         with self._cond:
-            self._waiting_priority += 1
-            while self._busy:
+            self._waiting.value += 1
+            while self._busy.value:
                 self._cond.wait()
-            self._waiting_priority -= 1
-            self._busy = True
+            self._waiting.value -= 1
+            self._busy.value = 1
         try:
             yield
         finally:
@@ -52,9 +65,9 @@ class WriteGate:
     @contextmanager
     def background(self) -> Iterator[None]:
         with self._cond:
-            while self._busy or self._waiting_priority:
+            while self._busy.value or self._waiting.value:
                 self._cond.wait()
-            self._busy = True
+            self._busy.value = 1
         try:
             yield
         finally:
@@ -62,7 +75,7 @@ class WriteGate:
 
     def _release(self) -> None:
         with self._cond:
-            self._busy = False
+            self._busy.value = 0
             self._cond.notify_all()
 
 
@@ -79,7 +92,14 @@ class _NoGate(WriteGate):
 class Database:
     """The engine plus the rules for writing to it."""
 
-    def __init__(self, url: str, *, pool_size: int = 8, write_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 8,
+        write_timeout: float = 10.0,
+        gate: WriteGate | None = None,
+    ) -> None:
         try:
             parsed = make_url(url)
         except Exception as exc:
@@ -89,7 +109,7 @@ class Database:
         self._ack_conn: Connection | None = None
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url, pool_size, int(write_timeout * 1000))
-            self.gate: WriteGate = WriteGate()
+            self.gate: WriteGate = gate or WriteGate()
         elif self.dialect == "postgresql":
             self.engine = create_engine(
                 url,

@@ -1,0 +1,87 @@
+"""Processing throughput without HTTP: bodies/s and events/s that one worker applies.
+
+Stores N generated bodies straight into a fresh database, then times ``Processor.drain()``.
+Two mixes: the realistic one of the ingestion benchmark (95% ``messages``) and a stress mix in
+which every body carries management changes (each of them a typed event, state changes and
+history rows).
+
+    python benchmarks/processing.py [--count 20000] [--db sqlite|postgres|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+import bodies
+from waquality.process.worker import Processor
+from waquality.store import inbox, migrate
+from waquality.store.database import Database
+
+ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+BENCH_DB = "waquality_bench_processing"
+MIXES = {"realistic (95% messages)": 0.95, "stress (management only)": 0.0}
+
+
+def _postgres() -> str:
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{BENCH_DB}"'))
+    admin.dispose()
+    return ADMIN_URL.rsplit("/", 1)[0] + "/" + BENCH_DB
+
+
+def measure(url: str, count: int, share: float, batch_size: int) -> tuple[float, float]:
+    bodies.MESSAGES_SHARE = share
+    factory = bodies.BodyFactory()
+    db = Database(url)
+    try:
+        migrate.upgrade(db)
+        now = datetime.now(UTC)
+        for start in range(0, count, 1000):
+            with db.write(priority=True) as conn:
+                inbox.insert_bodies(
+                    conn, [(factory.body(i), now) for i in range(start, min(count, start + 1000))]
+                )
+        began = time.perf_counter()
+        result = Processor(db, batch_size=batch_size).drain()
+        elapsed = time.perf_counter() - began
+    finally:
+        db.dispose()
+    return result.bodies / elapsed, result.events / elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--batch-size", type=int, default=200)
+    options = parser.parse_args(argv)
+    rows = ["| database | mix | bodies/s | events/s |", "|---|---|---|---|"]
+    for database in ("sqlite", "postgres"):
+        if options.db not in (database, "both"):
+            continue
+        for mix, share in MIXES.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                url = f"sqlite:///{Path(tmp) / 'p.db'}" if database == "sqlite" else _postgres()
+                per_body, per_event = measure(url, options.count, share, options.batch_size)
+            name = "SQLite" if database == "sqlite" else "PostgreSQL"
+            rows.append(f"| {name} | {mix} | {per_body:,.0f} | {per_event:,.0f} |")
+            print(rows[-1], file=sys.stderr, flush=True)
+    print(
+        f"Command: `python benchmarks/processing.py --count {options.count} --db {options.db}`"
+        f" (one worker, batches of {options.batch_size})\n"
+    )
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Processing in a child process that ``serve`` starts and supervises.
+
+Parsing and applying state are CPU work; in the receiver's own process they would compete with
+acknowledgements for the interpreter lock. In a child process they run on another core. The
+parent tells the child three things through shared primitives: *wake* (new bodies were
+committed), *busy* (the receiver is short of CPU: defer, the backlog is durable) and *stop*.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+from multiprocessing.synchronize import Event as ProcessEvent
+from typing import Any
+
+from waquality.config import Settings
+from waquality.store.database import WriteGate
+
+log = logging.getLogger(__name__)
+RESTART_DELAY = 1.0
+
+
+class ProcessingChild:
+    def __init__(self, settings: Settings, gate: WriteGate | None = None) -> None:
+        self.settings = settings
+        self.gate = gate
+        context = multiprocessing.get_context("spawn")
+        self._context = context
+        self.wake = context.Event()
+        self._stop = context.Event()
+        self._busy: Any = context.Value("b", 0, lock=False)
+        self._process: Any = None
+        self._supervisor: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def set_busy(self, busy: bool) -> None:
+        self._busy.value = 1 if busy else 0
+
+    def start(self) -> None:
+        self._spawn()
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="waquality-processing-supervisor", daemon=True
+        )
+        self._supervisor.start()
+
+    def _spawn(self) -> None:
+        self._process = self._context.Process(
+            target=_child_main,
+            args=(self.settings, self.gate, self.wake, self._stop, self._busy),
+            name="waquality-processing",
+            daemon=True,
+        )
+        self._process.start()
+
+    def _supervise(self) -> None:
+        """Restart the child if it dies: the work it had claimed is still pending."""
+        while not self._stopping.is_set():
+            self._process.join(0.5)
+            if self._process.is_alive() or self._stopping.is_set():
+                continue
+            log.error("processing child exited (code %s); restarting", self._process.exitcode)
+            if self._stopping.wait(RESTART_DELAY):
+                return
+            self._spawn()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stopping.set()
+        self._stop.set()
+        self.wake.set()
+        if self._process is not None:
+            self._process.join(timeout)
+            if self._process.is_alive():
+                self._process.terminate()
+                self._process.join(5)
+        if self._supervisor is not None:
+            self._supervisor.join(5)
+
+
+def spawn_context() -> Any:
+    return multiprocessing.get_context("spawn")
+
+
+def _child_main(
+    settings: Settings,
+    gate: WriteGate | None,
+    wake: ProcessEvent,
+    stop: ProcessEvent,
+    busy: Any,
+) -> None:
+    from waquality.process.worker import BackgroundWorker, Processor
+    from waquality.store.database import Database
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    db = Database(
+        settings.database_url.get_secret_value(),
+        write_timeout=settings.write_timeout.total_seconds(),
+        gate=gate,
+    )
+    workers = [
+        BackgroundWorker(
+            Processor(db, batch_size=settings.batch_size),
+            name=f"waquality-worker-{i}",
+            busy=lambda: bool(busy.value),
+            wake=wake,
+        )
+        for i in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    stop.wait()
+    for worker in workers:
+        worker.stop()
+    db.dispose()
