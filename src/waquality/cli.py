@@ -40,7 +40,7 @@ def main() -> None:
 @click.option("--host", help="Address to listen on [default: 127.0.0.1 or WAQUALITY_HOST].")
 @click.option("--port", type=int, help="Port to listen on [default: 8000 or WAQUALITY_PORT].")
 def serve(host: str | None, port: int | None) -> None:
-    """Receive webhooks, serve the API and process events, in one process."""
+    """Receive webhooks, serve the API and process events (in a child process it supervises)."""
     import uvicorn
 
     from waquality.runtime import Runtime

@@ -34,7 +34,7 @@ HOUSEKEEPING_INTERVAL = 3600.0
 CHECKPOINT_INTERVAL = 2.0
 LOOP_PROBE = 0.005  # seconds between event-loop lag probes
 LOOP_LAG_BUSY = 0.002  # a loop this late has requests waiting for the CPU
-CROWD_HOLD = 0.2  # processing waits this long after acknowledgements last queued up
+CROWD_HOLD = 0.05  # processing waits this long after acknowledgements last queued up
 SWITCH_INTERVAL = 0.0005
 
 

@@ -338,7 +338,7 @@ class BackgroundWorker:
         idle_poll: float = 1.0,
         name: str = "waquality-worker",
         busy: Callable[[], bool] | None = None,
-        max_defer: float = 0.5,
+        max_defer: float = 0.25,
         wake: Wakeup | None = None,
     ) -> None:
         self.processor = processor

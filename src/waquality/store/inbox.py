@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Row, Select, func, select, update
 
 from waquality.domain.enums import RawStatus
 from waquality.store import schema
@@ -19,27 +19,23 @@ def insert_bodies(conn: Connection, bodies: Sequence[tuple[bytes, datetime]]) ->
     conn.execute(raw.insert(), [{"body": body, "received_at": at} for body, at in bodies])
 
 
-def claim_pending(conn: Connection, limit: int) -> Sequence[Row[Any, Any, Any]]:
-    """Pending bodies, oldest first, locked for this transaction (skipped by other workers)."""
-    query = (
+def _oldest_pending(limit: int) -> Select[Any]:
+    return (
         select(raw.c.id, raw.c.body, raw.c.received_at)
         .where(raw.c.status == RawStatus.PENDING.value)
         .order_by(raw.c.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
-    return conn.execute(query).all()
+
+
+def claim_pending(conn: Connection, limit: int) -> Sequence[Row[Any, Any, Any]]:
+    """Pending bodies, oldest first, locked for this transaction (skipped by other workers)."""
+    return conn.execute(_oldest_pending(limit).with_for_update(skip_locked=True)).all()
 
 
 def peek_pending(conn: Connection, limit: int) -> Sequence[Row[Any, Any, Any]]:
     """The oldest pending bodies, without claiming them (SQLite's single writer claims later)."""
-    query = (
-        select(raw.c.id, raw.c.body, raw.c.received_at)
-        .where(raw.c.status == RawStatus.PENDING.value)
-        .order_by(raw.c.id)
-        .limit(limit)
-    )
-    return conn.execute(query).all()
+    return conn.execute(_oldest_pending(limit)).all()
 
 
 def still_pending(conn: Connection, ids: Sequence[int]) -> set[int]:
