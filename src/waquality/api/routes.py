@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from waquality import __version__
 from waquality.api.params import Cursor, Limit, TimeParam, parse_time
 from waquality.api.schemas import (
+    Business,
     EventOut,
     HistoryRow,
     ListPage,
@@ -17,10 +18,11 @@ from waquality.api.schemas import (
     QuarantineItem,
     Status,
     Template,
+    Waba,
 )
 from waquality.domain.enums import SubjectKind
 from waquality.errors import NotFound
-from waquality.store import inbox, queries
+from waquality.store import inbox, queries, schema
 from waquality.store.database import Database
 
 router = APIRouter(prefix="/api/v1")
@@ -138,6 +140,48 @@ def template_history(
             limit=limit,
             cursor=cursor,
         )
+    return _page(page)
+
+
+@router.get("/wabas", response_model=ListPage[Waba], summary="WhatsApp Business Accounts")
+def list_wabas(
+    db: Db, business_id: str | None = None, limit: Limit = 100, cursor: Cursor = None
+) -> dict[str, Any]:
+    with db.read() as conn:
+        page = queries.wabas(conn, business_id=business_id, limit=limit, cursor=cursor)
+    return _page(page)
+
+
+@router.get("/wabas/{waba_id}/history", response_model=ListPage[HistoryRow])
+def waba_history(
+    db: Db,
+    waba_id: str,
+    field: str | None = None,
+    since: TimeParam = None,
+    until: TimeParam = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    with db.read() as conn:
+        if not queries.exists(conn, schema.wabas, waba_id):
+            raise NotFound(f"no WABA {waba_id[:40]!r}")
+        page = queries.history(
+            conn,
+            kind=SubjectKind.WABA,
+            key=waba_id,
+            field=field,
+            since=parse_time(since, "since"),
+            until=parse_time(until, "until"),
+            limit=limit,
+            cursor=cursor,
+        )
+    return _page(page)
+
+
+@router.get("/businesses", response_model=ListPage[Business], summary="Business portfolios")
+def list_businesses(db: Db, limit: Limit = 100, cursor: Cursor = None) -> dict[str, Any]:
+    with db.read() as conn:
+        page = queries.businesses(conn, limit=limit, cursor=cursor)
     return _page(page)
 
 

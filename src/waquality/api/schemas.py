@@ -53,6 +53,32 @@ class Template(BaseModel):
     updated_at: datetime
 
 
+class Waba(BaseModel):
+    id: str
+    business_id: str | None = Field(description="The business portfolio, when known.")
+    account_state: str | None = Field(description="ACTIVE, DELETED or OFFBOARDED.")
+    partner_state: str | None
+    ban_state: str | None = Field(description="DISABLE, REINSTATE or SCHEDULE_FOR_DISABLE.")
+    ban_date: datetime | None
+    violation: str | None
+    restrictions: str | None = Field(description="Restriction types, comma-separated.")
+    restricted_until: datetime | None
+    review_decision: str | None
+    messaging_limit: str | None = Field(description="The portfolio's TIER_*, as seen here.")
+    max_phone_numbers: int | None
+    last_event: str | None
+    last_alert: str | None
+    last_webhook_at: datetime | None = Field(description="When this WABA last sent anything.")
+    updated_at: datetime
+
+
+class Business(BaseModel):
+    id: str
+    messaging_limit: str | None
+    last_alert: str | None
+    updated_at: datetime
+
+
 class HistoryRow(BaseModel):
     field: str
     old_value: str | None

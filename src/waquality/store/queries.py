@@ -129,6 +129,23 @@ def templates(
     return paginate(conn, query, [SortKey(t.c.id)], limit, cursor)
 
 
+def wabas(conn: Connection, *, business_id: str | None, limit: int, cursor: str | None) -> Page:
+    t = schema.wabas
+    query = select(t)
+    if business_id:
+        query = query.where(t.c.business_id == business_id)
+    return paginate(conn, query, [SortKey(t.c.id)], limit, cursor)
+
+
+def businesses(conn: Connection, *, limit: int, cursor: str | None) -> Page:
+    t = schema.businesses
+    return paginate(conn, select(t), [SortKey(t.c.id)], limit, cursor)
+
+
+def exists(conn: Connection, table: Any, key: str) -> bool:
+    return conn.execute(select(table.c.id).where(table.c.id == key)).first() is not None
+
+
 def find_template(conn: Connection, template_id: str) -> dict[str, Any] | None:
     t = schema.templates
     row = conn.execute(select(t).where(t.c.id == template_id)).mappings().first()
