@@ -19,7 +19,7 @@ Lua script, so a pool does not depend on the server's port.
 
 Usage::
 
-    python benchmarks/bodies.py --count 200000 --out /tmp/pool
+    python benchmarks/bodies.py --count 200000 --out pool
     python benchmarks/bodies.py --sample 3
 """
 
