@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from sqlalchemy import Connection
 
 from waquality import __version__
 from waquality.api.params import Cursor, Limit, TimeParam, parse_time
@@ -34,6 +37,44 @@ def database(request: Request) -> Database:
 
 
 Db = Annotated[Database, Depends(database)]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryParams:
+    field: str | None
+    since: datetime | None
+    until: datetime | None
+    limit: int
+    cursor: str | None
+
+
+def history_params(
+    field: str | None = None,
+    since: TimeParam = None,
+    until: TimeParam = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> HistoryParams:
+    return HistoryParams(
+        field, parse_time(since, "since"), parse_time(until, "until"), limit, cursor
+    )
+
+
+HistoryQuery = Annotated[HistoryParams, Depends(history_params)]
+
+
+def _history(conn: Connection, kind: SubjectKind, key: str, q: HistoryParams) -> dict[str, Any]:
+    page = queries.history(
+        conn,
+        kind=kind,
+        key=key,
+        field=q.field,
+        since=q.since,
+        until=q.until,
+        limit=q.limit,
+        cursor=q.cursor,
+    )
+    return _page(page)
 
 
 def _page(page: queries.Page, transform: Any = None) -> dict[str, Any]:
@@ -71,27 +112,13 @@ def list_phone_numbers(
 def phone_number_history(
     db: Db,
     number: Annotated[str, Path(description="Phone-number ID or display number.")],
-    field: str | None = None,
-    since: TimeParam = None,
-    until: TimeParam = None,
-    limit: Limit = 100,
-    cursor: Cursor = None,
+    q: HistoryQuery,
 ) -> dict[str, Any]:
     with db.read() as conn:
         row = queries.find_phone_number(conn, number)
         if row is None:
             raise NotFound(f"no phone number {number[:40]!r}")
-        page = queries.history(
-            conn,
-            kind=SubjectKind.PHONE_NUMBER,
-            key=str(row["key"]),
-            field=field,
-            since=parse_time(since, "since"),
-            until=parse_time(until, "until"),
-            limit=limit,
-            cursor=cursor,
-        )
-    return _page(page)
+        return _history(conn, SubjectKind.PHONE_NUMBER, str(row["key"]), q)
 
 
 @router.get("/templates", response_model=ListPage[Template])
@@ -118,29 +145,11 @@ def list_templates(
 
 
 @router.get("/templates/{template_id}/history", response_model=ListPage[HistoryRow])
-def template_history(
-    db: Db,
-    template_id: str,
-    field: str | None = None,
-    since: TimeParam = None,
-    until: TimeParam = None,
-    limit: Limit = 100,
-    cursor: Cursor = None,
-) -> dict[str, Any]:
+def template_history(db: Db, template_id: str, q: HistoryQuery) -> dict[str, Any]:
     with db.read() as conn:
         if queries.find_template(conn, template_id) is None:
             raise NotFound(f"no template {template_id[:40]!r}")
-        page = queries.history(
-            conn,
-            kind=SubjectKind.TEMPLATE,
-            key=template_id,
-            field=field,
-            since=parse_time(since, "since"),
-            until=parse_time(until, "until"),
-            limit=limit,
-            cursor=cursor,
-        )
-    return _page(page)
+        return _history(conn, SubjectKind.TEMPLATE, template_id, q)
 
 
 @router.get("/wabas", response_model=ListPage[Waba], summary="WhatsApp Business Accounts")
@@ -153,29 +162,11 @@ def list_wabas(
 
 
 @router.get("/wabas/{waba_id}/history", response_model=ListPage[HistoryRow])
-def waba_history(
-    db: Db,
-    waba_id: str,
-    field: str | None = None,
-    since: TimeParam = None,
-    until: TimeParam = None,
-    limit: Limit = 100,
-    cursor: Cursor = None,
-) -> dict[str, Any]:
+def waba_history(db: Db, waba_id: str, q: HistoryQuery) -> dict[str, Any]:
     with db.read() as conn:
         if not queries.exists(conn, schema.wabas, waba_id):
             raise NotFound(f"no WABA {waba_id[:40]!r}")
-        page = queries.history(
-            conn,
-            kind=SubjectKind.WABA,
-            key=waba_id,
-            field=field,
-            since=parse_time(since, "since"),
-            until=parse_time(until, "until"),
-            limit=limit,
-            cursor=cursor,
-        )
-    return _page(page)
+        return _history(conn, SubjectKind.WABA, waba_id, q)
 
 
 @router.get("/businesses", response_model=ListPage[Business], summary="Business portfolios")

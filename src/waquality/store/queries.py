@@ -89,11 +89,17 @@ def _after(keys: Sequence[SortKey], values: list[Any]) -> ColumnElement[bool]:
     return or_(*clauses)
 
 
+def _equal(query: Select[Any], *pairs: tuple[Any, str | None]) -> Select[Any]:
+    """``query`` narrowed to ``column == value`` for every pair whose value was given."""
+    for column, value in pairs:
+        if value:
+            query = query.where(column == value)
+    return query
+
+
 def phone_numbers(conn: Connection, *, waba_id: str | None, limit: int, cursor: str | None) -> Page:
     t = schema.phone_numbers
-    query = select(t)
-    if waba_id:
-        query = query.where(t.c.waba_id == waba_id)
+    query = _equal(select(t), (t.c.waba_id, waba_id))
     return paginate(conn, query, [SortKey(t.c.key)], limit, cursor)
 
 
@@ -117,23 +123,19 @@ def templates(
     cursor: str | None,
 ) -> Page:
     t = schema.templates
-    query = select(t)
-    for column, value in (
+    query = _equal(
+        select(t),
         (t.c.waba_id, waba_id),
         (t.c.status, status),
         (t.c.quality_score, quality_score),
         (t.c.name, name),
-    ):
-        if value:
-            query = query.where(column == value)
+    )
     return paginate(conn, query, [SortKey(t.c.id)], limit, cursor)
 
 
 def wabas(conn: Connection, *, business_id: str | None, limit: int, cursor: str | None) -> Page:
     t = schema.wabas
-    query = select(t)
-    if business_id:
-        query = query.where(t.c.business_id == business_id)
+    query = _equal(select(t), (t.c.business_id, business_id))
     return paginate(conn, query, [SortKey(t.c.id)], limit, cursor)
 
 
@@ -165,8 +167,7 @@ def history(
 ) -> Page:
     h = schema.history
     query = select(h).where(h.c.subject_kind == kind.value, h.c.subject_key == key)
-    if field:
-        query = query.where(h.c.field == field)
+    query = _equal(query, (h.c.field, field))
     if since:
         query = query.where(h.c.occurred_at >= since)
     if until:
@@ -188,16 +189,14 @@ def events(
     cursor: str | None,
 ) -> Page:
     e = schema.events
-    query = select(e)
-    for column, value in (
+    query = _equal(
+        select(e),
         (e.c.field, field),
         (e.c.waba_id, waba_id),
         (e.c.kind, kind),
         (e.c.subject_kind, subject_kind),
         (e.c.subject_id, subject_id),
-    ):
-        if value:
-            query = query.where(column == value)
+    )
     if since:
         query = query.where(e.c.occurred_at >= since)
     if until:
