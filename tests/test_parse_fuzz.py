@@ -65,8 +65,7 @@ def mutated_bodies(draw: st.DrawFn) -> bytes:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_bodies())
 def test_mutated_payloads_never_raise(body: bytes) -> None:
-    parsed = parse_body(body)
-    assert len(parsed.events) + len(parsed.broken) + sum(parsed.items.values()) >= 0
+    parsed = parse_body(body)  # never raises
     for event in parsed.events:
         assert len(event.dedupe_key) == 64
 
