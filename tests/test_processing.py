@@ -133,6 +133,70 @@ def test_late_older_event_goes_into_history_but_not_state(db: Database) -> None:
     assert status_history(db, "1689556908129870") == [(None, "APPROVED"), ("APPROVED", "PAUSED")]
 
 
+def _status_timelines(rng: random.Random) -> dict[int, list[str]]:
+    return {
+        t: [rng.choice(("APPROVED", "REJECTED", "PENDING")) for _ in range(rng.randint(3, 12))]
+        for t in (11, 12, 13)
+    }
+
+
+def _deliver(db: Database, rng: random.Random, events: list[dict[str, Any]]) -> None:
+    """In POSTs of 1 to 6 changes, each POST processed in a batch of its own."""
+    while events:
+        size = rng.randint(1, 6)
+        store(db, *(envelope(event) for event in events[:size]))
+        Processor(db, batch_size=size, clock=lambda: NOW).drain()
+        events = events[size:]
+
+
+def _changes(statuses: list[str]) -> list[tuple[str | None, str]]:
+    changes: list[tuple[str | None, str]] = []
+    for status in statuses:
+        previous = changes[-1][1] if changes else None
+        if status != previous:
+            changes.append((previous, status))
+    return changes
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_newest_first_delivery_gives_the_in_order_history(db: Database, seed: int) -> None:
+    """Every fact arrives late, several per batch for one template: history is exact."""
+    rng = random.Random(seed)
+    timelines = _status_timelines(rng)
+    events = [
+        template_status(t, status, T0 + 10 * i + t)
+        for t, statuses in timelines.items()
+        for i, status in enumerate(statuses)
+    ]
+    events.sort(key=lambda e: -int(e["time"]))
+    _deliver(db, rng, events)
+    for t, statuses in timelines.items():
+        assert status_history(db, str(t)) == _changes(statuses)
+        assert template(db, t)["status"] == statuses[-1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_any_delivery_order_keeps_history_a_chain_ending_in_the_state(
+    db: Database, seed: int
+) -> None:
+    rng = random.Random(seed)
+    timelines = _status_timelines(rng)
+    events = [
+        template_status(t, status, T0 + 10 * i + t)
+        for t, statuses in timelines.items()
+        for i, status in enumerate(statuses)
+    ]
+    rng.shuffle(events)
+    _deliver(db, rng, events)
+    for t, statuses in timelines.items():
+        history = status_history(db, str(t))
+        assert template(db, t)["status"] == statuses[-1] == history[-1][1]
+        assert history[0][0] is None
+        assert all(old != new for old, new in history)
+        assert all(history[i][0] == history[i - 1][1] for i in range(1, len(history)))
+        assert {new for _, new in history} <= set(statuses)
+
+
 def test_out_of_order_limits_keep_the_newest(db: Database) -> None:
     process(
         db,

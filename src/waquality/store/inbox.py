@@ -13,9 +13,18 @@ from waquality.store import schema
 from waquality.store.database import Database
 
 raw = schema.raw_webhooks
+_COPY_BODIES = "COPY raw_webhooks (body, received_at) FROM STDIN (FORMAT BINARY)"
 
 
 def insert_bodies(conn: Connection, bodies: Sequence[tuple[bytes, datetime]]) -> None:
+    if conn.dialect.name == "postgresql":  # COPY: a fraction of the per-row cost of INSERT
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor, cursor.copy(_COPY_BODIES) as copy:
+            copy.set_types(["bytea", "timestamptz"])
+            for body, at in bodies:
+                copy.write_row((body, at))
+        return
     conn.execute(raw.insert(), [{"body": body, "received_at": at} for body, at in bodies])
 
 

@@ -16,7 +16,19 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, select, update
+from sqlalchemy import (
+    Connection,
+    String,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    select,
+    union_all,
+    update,
+    values,
+)
+from sqlalchemy import column as sql_column
 
 from waquality.domain.enums import SubjectKind, TemplateStatus
 from waquality.domain.events import PhoneJoin
@@ -68,6 +80,8 @@ class StateWriter:
         self._refs: dict[SubjectRef, tuple[SubjectKind, Any]] = {}
         self._dirty: set[tuple[SubjectKind, Any]] = set()
         self._history: list[dict[str, Any]] = []
+        # Older facts (their subject and history row), slotted into history at the end.
+        self._late: list[tuple[tuple[SubjectKind, Any], dict[str, Any]]] = []
         self.history_written = 0
 
     # -- public -------------------------------------------------------------------------------
@@ -78,6 +92,7 @@ class StateWriter:
         self._load({c.change.subject for c in ordered})
         for timed in ordered:
             self._apply_one(timed)
+        self._apply_late()
         self._flush()
         return self.history_written
 
@@ -152,7 +167,11 @@ class StateWriter:
         match change.op:
             case Op.SET:
                 if epoch < row["as_of"].get(field, float("-inf")):
-                    self._late(ident, field, stored(change.value), at, timed.event_id)
+                    if field not in UNTRACKED_FIELDS:
+                        late = self._history_row(
+                            ident, field, None, change.value, at, timed.event_id
+                        )
+                        self._late.append((ident, late))
                     return
                 new = stored(change.value)
             case Op.AT_LEAST:
@@ -208,47 +227,130 @@ class StateWriter:
             "event_id": event_id,
         }
 
-    def _late(
-        self,
-        ident: tuple[SubjectKind, Any],
-        field: str,
-        value: StateValue,
-        at: datetime,
-        event_id: int | None,
-    ) -> None:
-        """An older fact: slot it into history without touching the current value."""
-        if field in UNTRACKED_FIELDS:
+    def _apply_late(self) -> None:
+        """Slot the older facts of this batch into history, without touching current values.
+
+        One query reads, per (subject, field), the history around the span of its late facts;
+        the merge happens here; the fixes go out in at most three statements.
+        """
+        # Newest first: each fact then meets the newer ones of this batch already in place,
+        # exactly as if they had arrived one by one in reverse, the usual shape of a delay.
+        late = sorted(self._late, key=lambda item: item[1]["occurred_at"], reverse=True)
+        self._late = []
+        if not late:
             return
         self._flush_history()
+        spans: dict[tuple[str, str, str], tuple[datetime, datetime]] = {}
+        for _, row in late:  # newest first: the first sighting is the end of the span
+            key, at = (row["subject_kind"], row["subject_key"], row["field"]), row["occurred_at"]
+            spans[key] = (at, spans.get(key, (at, at))[1])
+        timelines = self._timelines(spans)
+        updates: dict[int, str | None] = {}
+        deletes: set[int] = set()
+        for ident, row in late:
+            timeline = timelines[(row["subject_kind"], row["subject_key"], row["field"])]
+            at = row["occurred_at"]
+            position = next(
+                (i for i, e in enumerate(timeline) if e["occurred_at"] > at), len(timeline)
+            )
+            before = timeline[position - 1]["new_value"] if position else None
+            if before == row["new_value"]:
+                continue
+            row["old_value"] = before
+            timeline.insert(position, row)
+            self._history.append(row)
+            if position + 1 == len(timeline):
+                self._close_timeline(ident, row, timeline)
+                continue
+            after = timeline[position + 1]
+            if after["new_value"] == row["new_value"]:  # the next row no longer changes anything
+                del timeline[position + 1]
+                if "id" in after:
+                    deletes.add(after["id"])
+                    updates.pop(after["id"], None)
+                else:
+                    self._history = [r for r in self._history if r is not after]
+            else:
+                after["old_value"] = row["new_value"]
+                if "id" in after:
+                    updates[after["id"]] = row["new_value"]
         h = schema.history
-        where = and_(
-            h.c.subject_kind == ident[0].value, h.c.subject_key == str(ident[1]), h.c.field == field
+        if deletes:
+            self.conn.execute(delete(h).where(h.c.id.in_(sorted(deletes))))
+        if updates:
+            self.conn.execute(
+                update(h).where(h.c.id == bindparam("_id")).values(old_value=bindparam("_old")),
+                [{"_id": i, "_old": old} for i, old in sorted(updates.items())],
+            )
+
+    def _close_timeline(
+        self, ident: tuple[SubjectKind, Any], last: dict[str, Any], timeline: list[dict[str, Any]]
+    ) -> None:
+        """History ends in the current value: a late fact that became the last row is followed
+        by the fact that set the current value (which changed nothing when it arrived)."""
+        row, field = self._rows[ident], last["field"]
+        if history_text(row[field]) == last["new_value"]:
+            return
+        confirmed = datetime.fromtimestamp(row["as_of"][field], UTC)
+        back = self._history_row(ident, field, last["new_value"], row[field], confirmed, None)
+        timeline.append(back)
+        self._history.append(back)
+
+    def _timelines(
+        self, since: dict[tuple[str, str, str], tuple[datetime, datetime]]
+    ) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+        """Per (subject kind, key, field) and its span of late facts: the history rows within
+        the span and the one on each side of it, oldest first. One statement for all keys."""
+        h, h2 = schema.history, schema.history.alias("h2")
+        keys = values(
+            sql_column("kind", String),
+            sql_column("key", String),
+            sql_column("field", String),
+            sql_column("since", schema.UTCDateTime),
+            sql_column("until", schema.UTCDateTime),
+            name="late_keys",
         )
-        before = self.conn.execute(
-            select(h.c.new_value)
-            .where(where, h.c.occurred_at <= at)
-            .order_by(h.c.occurred_at.desc(), h.c.id.desc())
+        rows = [(*key, first, last) for key, (first, last) in sorted(since.items())]
+        k = keys.data(rows).cte("late_keys")
+        columns = (h.c.id, h.c.subject_kind, h.c.subject_key, h.c.field, h.c.occurred_at)
+        same2 = and_(
+            h2.c.subject_kind == k.c.kind, h2.c.subject_key == k.c.key, h2.c.field == k.c.field
+        )
+        last_before = (
+            select(h2.c.id)
+            .where(same2, h2.c.occurred_at <= k.c.since)
+            .order_by(h2.c.occurred_at.desc(), h2.c.id.desc())
             .limit(1)
-        ).scalar()
-        new = history_text(value)
-        if before == new:
-            return
-        self._history.append(self._history_row(ident, field, None, value, at, event_id))
-        self._history[-1]["old_value"] = before
-        after = self.conn.execute(
-            select(h.c.id, h.c.new_value)
-            .where(where, h.c.occurred_at > at)
-            .order_by(h.c.occurred_at, h.c.id)
+            .scalar_subquery()
+        )
+        first_after = (
+            select(h2.c.id)
+            .where(same2, h2.c.occurred_at > k.c.until)
+            .order_by(h2.c.occurred_at, h2.c.id)
             .limit(1)
-        ).first()
-        if after is None:
-            return
-        if after.new_value == new:  # the next row no longer changes anything: it was this
-            self.conn.execute(delete(h).where(h.c.id == after.id))
-        else:
-            self.conn.execute(update(h).where(h.c.id == after.id).values(old_value=new))
+            .scalar_subquery()
+        )
+        same = and_(
+            h.c.subject_kind == k.c.kind, h.c.subject_key == k.c.key, h.c.field == k.c.field
+        )
+        between = and_(same, h.c.occurred_at > k.c.since, h.c.occurred_at <= k.c.until)
+        query = union_all(
+            *(
+                select(*columns, h.c.new_value).select_from(k.join(h, condition))
+                for condition in (between, h.c.id == last_before, h.c.id == first_after)
+            )
+        )
+        timelines: dict[tuple[str, str, str], list[dict[str, Any]]] = {key: [] for key in since}
+        for found in self.conn.execute(query):
+            timelines[(found.subject_kind, found.subject_key, found.field)].append(
+                {"id": found.id, "occurred_at": found.occurred_at, "new_value": found.new_value}
+            )
+        for timeline in timelines.values():
+            timeline.sort(key=lambda e: (e["occurred_at"], e["id"]))
+        return timelines
 
     def _value_before(self, ident: tuple[SubjectKind, Any], field: str) -> str | None:
+        self._apply_late()
         self._flush_history()
         h = schema.history
         return self.conn.execute(
