@@ -53,7 +53,7 @@ def _default(value: object) -> str:
             if seconds and seconds % size == 0:
                 return f"`{seconds // size}{unit}`"
         return f"`{seconds}s`"
-    if value is None or value == [] or repr(value) == "PydanticUndefined":
+    if value is None or value in ([], {}) or repr(value) == "PydanticUndefined":
         return "—"
     text = value.get_secret_value() if hasattr(value, "get_secret_value") else value
     return f"`{text}`"
@@ -63,7 +63,9 @@ def render_settings() -> str:
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         variable = f"`{PREFIX}{name.upper()}`"
-        if name in SECRET_FIELDS:
+        if field.annotation is not None and "dict" in str(field.annotation):
+            variable = f"`{name}` (config file)"
+        elif name in SECRET_FIELDS:
             variable += f" (or `{PREFIX}{name.upper()}_FILE`)"
         default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
         rows.append(f"| {variable} | {_default(default)} | {field.description} |")

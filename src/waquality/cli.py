@@ -86,12 +86,142 @@ def worker() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     background = BackgroundWorker(
-        Processor(runtime.db, batch_size=settings.batch_size), idle_poll=0.5
+        Processor(runtime.db, batch_size=settings.batch_size, reread_delay=settings.reread_delay),
+        idle_poll=0.5,
     )
     background.start()
     click.echo("worker running; Ctrl-C stops it")
     stop.wait()
     background.stop()
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Poll every watched WABA once, report and exit.")
+@click.option("--waba", "waba_ids", multiple=True, help="Only this WABA (repeatable; with --once).")
+def poll(once: bool, waba_ids: tuple[str, ...]) -> None:
+    """Read phone numbers, templates and webhook subscriptions from the Graph API.
+
+    `serve` polls on its own; this runs one round (--once) or polls in the foreground where
+    `serve` runs without processing (WAQUALITY_WORKERS=0).
+    """
+    from waquality.graph.poller import Poller, PollingLoop
+    from waquality.store import watch
+
+    with _runtime() as runtime:
+        poller = Poller(runtime.db, runtime.settings)
+        if not once:
+            loop = PollingLoop(poller)
+            stop = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+            loop.start()
+            click.echo("polling; Ctrl-C stops it")
+            stop.wait()
+            loop.stop()
+            return
+        try:
+            for problem in _run(poller.start):
+                click.echo(f"warning: {problem}", err=True)
+            targets = _run(lambda: watch.watched(runtime.db, waba_ids or None))
+            missing = sorted(set(waba_ids) - {w.waba_id for w in targets})
+            if missing:
+                raise click.ClickException(f"not watched: {', '.join(missing)}")
+            if not targets:
+                raise click.ClickException(
+                    "no WABA to poll: set WAQUALITY_WABA_IDS or WAQUALITY_BUSINESS_IDS, "
+                    "or add one with `waquality wabas add`"
+                )
+            reports = []
+            with click.progressbar(
+                targets,
+                label="polling",
+                item_show_func=lambda w: w.waba_id if w else "",
+                file=sys.stderr,
+            ) as bar:
+                for target in bar:
+                    with _guard():
+                        reports.append(poller.poll(target))
+        finally:
+            poller.close()
+    for r in reports:
+        outcome = "ok" if r.error is None else f"{r.state.value}: {r.error}"
+        click.echo(
+            f"WABA {r.waba_id}: {r.phones} phone numbers, {r.templates} templates, "
+            f"{r.history} changes, {r.calls} calls, usage {r.usage_percent}% — {outcome}"
+        )
+    failed = [r for r in reports if r.error is not None]
+    if failed:
+        first = failed[0]
+        raise click.ClickException(
+            f"{len(failed)} of {len(reports)} WABAs could not be read "
+            f"(WABA {first.waba_id}: {first.error})"
+        )
+
+
+@main.group()
+def wabas() -> None:
+    """The WABAs that are polled."""
+
+
+@wabas.command("list")
+def wabas_list() -> None:
+    """Watched WABAs with how their polling goes."""
+    from waquality.process.worker import utcnow
+    from waquality.store import watch
+
+    with _runtime() as runtime:
+        _run(lambda: watch.ensure_configured(runtime.db, runtime.settings.waba_ids, utcnow()))
+        rows = _run(lambda: watch.rows(runtime.db))
+    if not rows:
+        click.echo("no WABA is watched")
+    for row in rows:
+        since = row["last_success_at"]
+        confirmed = f"{since:%Y-%m-%d %H:%M:%S}Z" if since else "never"
+        error = f" ({row['last_error']})" if row["last_error"] else ""
+        click.echo(
+            f"{row['waba_id']:20} {row['origin']:9} {row['poll_state']:13} "
+            f"last read {confirmed}{error}"
+        )
+
+
+@wabas.command("add")
+@click.argument("waba_id")
+@click.option(
+    "--token-file",
+    type=click.File("r"),
+    help="A file holding this WABA's access token (default: WAQUALITY_ACCESS_TOKEN).",
+)
+def wabas_add(waba_id: str, token_file: Any) -> None:
+    """Watch a WABA from now on (a running server picks it up at once)."""
+    from waquality.process.worker import utcnow
+    from waquality.store import watch
+
+    if not waba_id.isdigit():
+        raise click.ClickException("a WABA id is a number")
+    token = token_file.read().strip() if token_file else None
+    with _runtime() as runtime:
+        created = _run(lambda: watch.add(runtime.db, waba_id, token or None, utcnow()))
+    click.echo(f"WABA {waba_id} {'added' if created else 'already watched'}")
+
+
+@wabas.command("remove")
+@click.argument("waba_id")
+def wabas_remove(waba_id: str) -> None:
+    """Stop watching a WABA added with `wabas add` or the API."""
+    from waquality.domain.enums import WatchOrigin
+    from waquality.process.worker import utcnow
+    from waquality.store import watch
+
+    with _runtime() as runtime:
+        _run(lambda: watch.ensure_configured(runtime.db, runtime.settings.waba_ids, utcnow()))
+        origin = _run(lambda: watch.remove(runtime.db, waba_id))
+    if origin is None:
+        raise click.ClickException(f"WABA {waba_id} is not watched")
+    if origin is not WatchOrigin.API:
+        raise click.ClickException(
+            f"WABA {waba_id} comes from the settings ({origin.value}); remove it there"
+        )
+    click.echo(f"WABA {waba_id} removed")
 
 
 @main.group()

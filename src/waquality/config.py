@@ -29,7 +29,9 @@ from waquality.errors import ConfigError
 
 PREFIX = "WAQUALITY_"
 DEFAULT_CONFIG_FILE = "waquality.toml"
-SECRET_FIELDS = ("database_url", "app_secret", "verify_token", "api_token")
+SECRET_FIELDS = ("database_url", "app_secret", "verify_token", "api_token", "access_token")
+_GRAPH_VERSION = re.compile(r"^v\d+\.\d+$")
+_OBJECT_ID = re.compile(r"^\d{1,32}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -54,6 +56,7 @@ def _split_list(value: Any) -> Any:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 SecretList = Annotated[list[SecretStr], BeforeValidator(_split_list)]
+IdList = Annotated[list[str], BeforeValidator(_split_list)]
 
 
 class Settings(BaseModel):
@@ -94,6 +97,40 @@ class Settings(BaseModel):
         "tables) before giving up: a webhook then answers 503 and Meta retries.",
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    waba_ids: IdList = Field(
+        default_factory=list,
+        description="WABAs to poll, comma-separated (more can be added through the API).",
+    )
+    business_ids: IdList = Field(
+        default_factory=list,
+        description="Business portfolios whose owned and client WABAs are discovered and polled.",
+    )
+    access_token: SecretStr | None = Field(
+        None, description="Graph API access token used for every WABA without a token of its own."
+    )
+    access_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="A `[access_tokens]` table: WABA or portfolio id → its own access token.",
+    )
+    graph_url: str = Field("https://graph.facebook.com", description="Graph API base URL.")
+    graph_version: str = Field("v24.0", description="Graph API version, such as v24.0.")
+    poll_interval: Duration = Field(
+        timedelta(minutes=5), description="Time between two polls of a WABA (jittered ±10%)."
+    )
+    graph_calls_per_hour: int = Field(
+        150,
+        ge=1,
+        le=5000,
+        description="Graph API calls allowed per WABA per rolling hour (Meta allows 200).",
+    )
+    graph_timeout: Duration = Field(
+        timedelta(seconds=10), description="Timeout of one Graph API request."
+    )
+    reread_delay: Duration = Field(
+        timedelta(seconds=30),
+        description="Wait after a phone-number or template webhook before re-reading that object; "
+        "the webhooks that arrive meanwhile share the read.",
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -103,7 +140,36 @@ class Settings(BaseModel):
             raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
         return level
 
-    @field_validator("verify_token", "api_token")
+    @field_validator("graph_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not _GRAPH_VERSION.match(value):
+            raise ValueError("expected a version such as v24.0")
+        return value
+
+    @field_validator("graph_url")
+    @classmethod
+    def _graph_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("expected an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("waba_ids", "business_ids")
+    @classmethod
+    def _ids(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not _OBJECT_ID.match(v)]
+        if bad:
+            raise ValueError(f"not numeric ids: {', '.join(bad)}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _interval(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=10):
+            raise ValueError("must be at least 10s")
+        return value
+
+    @field_validator("verify_token", "api_token", "access_token")
     @classmethod
     def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
@@ -121,6 +187,11 @@ class Settings(BaseModel):
     @property
     def app_secrets(self) -> list[bytes]:
         return [s.get_secret_value().encode() for s in self.app_secret]
+
+    def token_for(self, object_id: str) -> str | None:
+        """The access token configured for a WABA or portfolio, else the default one."""
+        token = self.access_tokens.get(object_id) or self.access_token
+        return token.get_secret_value() if token else None
 
 
 def load_settings(

@@ -7,6 +7,7 @@
     ├── StoreUnavailable       the database cannot commit right now (the webhook answers 503)
     │   └── StoreConflict      a deadlock or serialisation failure: retry the transaction
     ├── PayloadError           an authentic payload that cannot be parsed (it is quarantined)
+    ├── GraphError             a Graph API call failed; carries its class (rate limit, auth...)
     └── ApiError               an HTTP-facing error; carries its status and a stable code
         ├── BadRequest         400
         ├── Unauthorized       401
@@ -36,6 +37,24 @@ class PayloadError(WaqualityError):
     """A webhook payload, or one part of it, that cannot be understood."""
 
 
+class GraphError(WaqualityError):
+    """A Graph API call that failed. ``kind`` is a :class:`waquality.graph.client.ErrorKind`
+    value; ``retry_after`` is Meta's own estimate in seconds, when it gave one."""
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        code: int | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.code, self.status = kind, message, code, status
+        self.retry_after = retry_after
+
+
 class ApiError(WaqualityError):
     status: int = 500
     code: str = "internal"
@@ -58,3 +77,8 @@ class Unauthorized(ApiError):
 class NotFound(ApiError):
     status = 404
     code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy import Connection
 
 from waquality import __version__
@@ -22,13 +22,19 @@ from waquality.api.schemas import (
     Status,
     Template,
     Waba,
+    WatchedWaba,
+    WatchRequest,
 )
-from waquality.domain.enums import SubjectKind
-from waquality.errors import NotFound
-from waquality.store import inbox, queries, schema
+from waquality.domain.enums import SubjectKind, WatchOrigin
+from waquality.errors import Conflict, NotFound
+from waquality.store import inbox, queries, schema, watch
 from waquality.store.database import Database
 
 router = APIRouter(prefix="/api/v1")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def database(request: Request) -> Database:
@@ -167,6 +173,50 @@ def waba_history(db: Db, waba_id: str, q: HistoryQuery) -> dict[str, Any]:
         if not queries.exists(conn, schema.wabas, waba_id):
             raise NotFound(f"no WABA {waba_id[:40]!r}")
         return _history(conn, SubjectKind.WABA, waba_id, q)
+
+
+@router.get("/watched-wabas", response_model=list[WatchedWaba], summary="WABAs that are polled")
+def list_watched(db: Db) -> list[dict[str, Any]]:
+    return watch.rows(db)
+
+
+@router.post(
+    "/watched-wabas",
+    response_model=WatchedWaba,
+    status_code=201,
+    summary="Poll a WABA from now on (or give it a new token)",
+    responses={200: {"model": WatchedWaba, "description": "Already watched (token updated)"}},
+)
+def add_watched(db: Db, request: WatchRequest, response: Response) -> dict[str, Any]:
+    if not watch.add(db, request.waba_id, request.access_token, utcnow()):
+        response.status_code = 200
+    return _watched_row(db, request.waba_id)
+
+
+@router.delete("/watched-wabas/{waba_id}", status_code=204, summary="Stop polling a WABA")
+def remove_watched(db: Db, waba_id: str) -> Response:
+    origin = watch.remove(db, waba_id)
+    if origin is None:
+        raise NotFound(f"WABA {waba_id[:40]!r} is not watched")
+    if origin is not WatchOrigin.API:
+        raise Conflict(f"WABA {waba_id[:40]!r} comes from the settings ({origin.value})")
+    return Response(status_code=204)
+
+
+@router.post(
+    "/watched-wabas/{waba_id}/poll",
+    response_model=WatchedWaba,
+    status_code=202,
+    summary="Poll a WABA as soon as possible",
+)
+def poll_watched(db: Db, waba_id: str) -> dict[str, Any]:
+    if not watch.poll_soon(db, waba_id):
+        raise NotFound(f"WABA {waba_id[:40]!r} is not watched")
+    return _watched_row(db, waba_id)
+
+
+def _watched_row(db: Database, waba_id: str) -> dict[str, Any]:
+    return next(row for row in watch.rows(db) if row["waba_id"] == waba_id)
 
 
 @router.get("/businesses", response_model=ListPage[Business], summary="Business portfolios")

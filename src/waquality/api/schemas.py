@@ -30,6 +30,10 @@ class PhoneNumber(BaseModel):
     last_event: str | None
     last_alert: str | None
     security_event: str | None
+    health_status: str | None = Field(description="AVAILABLE, LIMITED or BLOCKED (polled).")
+    confirmed_at: datetime | None = Field(
+        description="When a poll of the Graph API last listed it (null: never)."
+    )
     updated_at: datetime
 
 
@@ -50,6 +54,9 @@ class Template(BaseModel):
     category_change_at: datetime | None
     locked: bool | None
     last_event: str | None
+    confirmed_at: datetime | None = Field(
+        description="When a poll of the Graph API last listed it (null: never)."
+    )
     updated_at: datetime
 
 
@@ -69,7 +76,34 @@ class Waba(BaseModel):
     last_event: str | None
     last_alert: str | None
     last_webhook_at: datetime | None = Field(description="When this WABA last sent anything.")
+    subscribed: bool | None = Field(
+        description="Whether an app is subscribed to its webhooks (polled; null: not known)."
+    )
+    confirmed_at: datetime | None = Field(
+        description="When a poll of the Graph API last listed it (null: never)."
+    )
     updated_at: datetime
+
+
+class WatchedWaba(BaseModel):
+    waba_id: str
+    origin: str = Field(description="settings, business (discovered) or api.")
+    business_id: str | None
+    added_at: datetime
+    poll_state: str = Field(description="new, ok, failing, rate_limited or auth_failed.")
+    last_error: str | None
+    failures: int = Field(description="Failed polls in a row.")
+    last_poll_at: datetime | None
+    last_success_at: datetime | None = Field(description="Data is confirmed up to this time.")
+    next_poll_at: datetime | None = Field(description="Null: as soon as possible (or stopped).")
+    usage_percent: int | None = Field(description="Meta's figure for its call budget used.")
+
+
+class WatchRequest(BaseModel):
+    waba_id: str = Field(pattern=r"^\d{1,32}$")
+    access_token: str | None = Field(
+        None, min_length=1, description="Its own token; default: WAQUALITY_ACCESS_TOKEN."
+    )
 
 
 class Business(BaseModel):

@@ -335,6 +335,33 @@ class PreferenceValue(MetaEnum):
     UNKNOWN = "UNKNOWN"
 
 
+class HealthStatus(MetaEnum):
+    """``health_status.can_send_message`` of a WABA, phone number or template."""
+
+    AVAILABLE = "AVAILABLE"
+    LIMITED = "LIMITED"
+    BLOCKED = "BLOCKED"
+    UNKNOWN = "UNKNOWN"
+
+
+class PollState(StrEnum):
+    """How polling a WABA went last."""
+
+    NEW = "new"  # not polled yet
+    OK = "ok"
+    FAILING = "failing"  # transient errors: retried with backoff
+    RATE_LIMITED = "rate_limited"  # Meta's limit or our own budget: waiting
+    AUTH_FAILED = "auth_failed"  # token expired or revoked: stopped until the token changes
+
+
+class WatchOrigin(StrEnum):
+    """Why a WABA is polled."""
+
+    SETTINGS = "settings"
+    BUSINESS = "business"  # discovered through a business portfolio in the settings
+    API = "api"
+
+
 class SubjectKind(StrEnum):
     """What a state change or history row is about."""
 

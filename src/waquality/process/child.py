@@ -4,6 +4,7 @@ Parsing and applying state are CPU work; in the receiver's own process they woul
 acknowledgements for the interpreter lock. In a child process they run on another core. The
 parent tells the child three things through shared primitives: *wake* (new bodies were
 committed), *busy* (the receiver is short of CPU: defer, the backlog is durable) and *stop*.
+The Graph API poller runs here too, on a thread of its own.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def _child_main(
     stop: ProcessEvent,
     busy: Any,
 ) -> None:
+    from waquality.graph.poller import Poller, PollingLoop
     from waquality.process.worker import BackgroundWorker, Processor
     from waquality.store.database import Database
 
@@ -103,16 +105,19 @@ def _child_main(
     )
     workers = [
         BackgroundWorker(
-            Processor(db, batch_size=settings.batch_size),
+            Processor(db, batch_size=settings.batch_size, reread_delay=settings.reread_delay),
             name=f"waquality-worker-{i}",
             busy=lambda: bool(busy.value),
             wake=wake,
         )
         for i in range(settings.workers)
     ]
+    polling = PollingLoop(Poller(db, settings))
     for worker in workers:
         worker.start()
+    polling.start()
     stop.wait()
+    polling.stop()
     for worker in workers:
         worker.stop()
     db.dispose()

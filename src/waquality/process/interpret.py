@@ -69,7 +69,9 @@ class StateChange:
 
 
 # Fields that describe identity or bookkeeping: updated, but not history-worthy.
-UNTRACKED_FIELDS = frozenset({"name", "language", "waba_id", "last_event", "last_alert"})
+UNTRACKED_FIELDS = frozenset(
+    {"name", "language", "waba_id", "last_event", "last_alert", "confirmed_at"}
+)
 
 # Legacy pause lengths, used when the description does not say.
 _PAUSE_HOURS = {PauseTitle.FIRST_PAUSE: 3, PauseTitle.SECOND_PAUSE: 6}

@@ -19,14 +19,15 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, bindparam, or_, select, update
 
 from waquality import metrics
-from waquality.domain.enums import Source
+from waquality.domain.enums import Source, SubjectKind
 from waquality.domain.events import Event
 from waquality.errors import StoreConflict, StoreUnavailable
 from waquality.process.interpret import interpret
 from waquality.process.parse import Broken, ParsedBody, parse_body
-from waquality.store import inbox, schema
+from waquality.store import inbox, schema, watch
 from waquality.store.database import Database
 from waquality.store.state import StateWriter, TimedChange, join_phone
+from waquality.store.watch import Reread
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -34,6 +35,8 @@ CONFLICT_RETRIES = 8
 COUNTER_SHARDS = 64
 DEFER_STEP = 0.002
 TOUCH_RESOLUTION = timedelta(seconds=1)
+# A webhook about one of these asks the poller to re-read it (the webhook may not say it all).
+REREAD_KINDS = frozenset({SubjectKind.PHONE_NUMBER, SubjectKind.TEMPLATE})
 
 
 def utcnow() -> datetime:
@@ -60,8 +63,16 @@ class BatchResult:
 
 
 class Processor:
-    def __init__(self, db: Database, *, batch_size: int = 200, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        batch_size: int = 200,
+        clock: Clock = utcnow,
+        reread_delay: timedelta = timedelta(seconds=30),
+    ) -> None:
         self.db, self.batch_size, self.clock = db, batch_size, clock
+        self.reread_delay = reread_delay
         self._joined: set[tuple[str, str]] = set()  # (phone id, display) already tied together
         self._wabas: set[str] = set()  # WABA rows known to exist
         self._touched: dict[str, datetime] = {}  # last_webhook_at written, per WABA
@@ -156,6 +167,12 @@ class Processor:
             for change in interpret(event)
         ]
         result.history = writer.apply(changes)
+        rereads = [
+            Reread(event.subject_kind, event.subject_id, event.waba_id)
+            for event, _, _ in new_events
+            if event.subject_kind in REREAD_KINDS and event.subject_id
+        ]
+        watch.request_rereads(self.db, conn, rereads, now + self.reread_delay)
         result.wabas_seen = _wabas_seen(parsed)
         broken = [(raw_id, b) for raw_id, _, p in parsed for b in p.broken]
         _quarantine(conn, broken, now)

@@ -168,6 +168,8 @@ wabas = Table(
     Column("last_event", String(64)),
     Column("last_alert", String(128)),
     Column("last_webhook_at", UTCDateTime),
+    Column("subscribed", Boolean),  # our app is subscribed to its webhooks (polled)
+    Column("confirmed_at", UTCDateTime),  # last successful poll
     *_state_columns(),
 )
 
@@ -187,8 +189,10 @@ phone_numbers = Table(
     Column("name_status", String(32)),
     Column("name_rejection_reason", String(64)),
     Column("security_event", String(64)),
+    Column("health_status", String(16)),
     Column("last_event", String(64)),
     Column("last_alert", String(128)),
+    Column("confirmed_at", UTCDateTime),  # last successful poll that listed it
     *_state_columns(),
     Index("ix_phone_numbers_waba_id", "waba_id"),
 )
@@ -213,8 +217,51 @@ templates = Table(
     Column("components_updated_at", UTCDateTime),
     Column("locked", Boolean),
     Column("last_event", String(64)),
+    Column("confirmed_at", UTCDateTime),  # last successful poll that listed it
     *_state_columns(),
     Index("ix_templates_waba_id", "waba_id"),
+)
+
+watched_wabas = Table(
+    "watched_wabas",
+    metadata,
+    Column("waba_id", String(64), primary_key=True),
+    Column("origin", String(16), nullable=False),  # settings, business, api
+    Column("business_id", String(64)),  # the portfolio it was discovered through
+    Column("access_token", Text),  # its own token; NULL: the default token
+    Column("added_at", UTCDateTime, nullable=False),
+    Column("poll_state", String(16), nullable=False, server_default="new"),
+    Column("last_error", Text),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("last_poll_at", UTCDateTime),
+    Column("last_success_at", UTCDateTime),
+    Column("next_poll_at", UTCDateTime),
+    Column("usage_percent", Integer),  # Meta's highest reported usage of its call budget
+)
+
+poll_requests = Table(
+    "poll_requests",
+    metadata,
+    # A webhook about a phone number or template asks for a re-read: one row per object, so a
+    # burst of webhooks makes one read.
+    Column("subject_kind", String(16), primary_key=True),
+    Column("subject_id", String(64), primary_key=True),
+    Column("waba_id", String(64)),
+    Column("due_at", UTCDateTime, nullable=False),
+)
+
+graph_calls = Table(
+    "graph_calls",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("waba_id", String(64)),
+    Column("at", UTCDateTime, nullable=False),
+    Column("path", String(256), nullable=False),
+    Column("status", Integer),  # HTTP status; NULL when no answer came
+    Column("error_code", Integer),
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_graph_calls_waba_id_at", "waba_id", "at"),
+    Index("ix_graph_calls_at", "at"),
 )
 
 history = Table(

@@ -1,0 +1,1 @@
+"""Meta's Graph API: the client, the poller and a fake for tests and demos."""
