@@ -368,3 +368,55 @@ def test_poll_history_and_webhook_history_share_one_timeline(rig: Rig) -> None:
         *([(old, "PAUSED", "webhook")] if old != "PAUSED" else []),
     ]
     assert SubjectKind.TEMPLATE  # the kinds the poller writes are the webhook ones
+
+
+EXPECTED_STATE = {
+    Fault.RATE_LIMIT: PollState.RATE_LIMITED,
+    Fault.APP_RATE_LIMIT: PollState.RATE_LIMITED,
+    Fault.EXPIRED_TOKEN: PollState.AUTH_FAILED,
+    Fault.PERMISSION: PollState.AUTH_FAILED,
+    Fault.SERVER_ERROR: PollState.FAILING,
+    Fault.BAD_GATEWAY: PollState.FAILING,
+    Fault.TRANSIENT: PollState.FAILING,
+    Fault.MALFORMED: PollState.FAILING,
+    Fault.NOT_FOUND: PollState.FAILING,
+}
+
+
+@pytest.mark.parametrize("fault", list(EXPECTED_STATE))
+def test_every_lasting_fault_keeps_the_state_and_says_what_failed(rig: Rig, fault: Fault) -> None:
+    rig.round()
+    waba_id = next(iter(rig.scenario.wabas))
+    [phone] = list(rig.scenario.wabas[waba_id].phones.values())[:1]
+    phone.quality_rating = "RED"  # a change the failed poll must not half-apply as "all clear"
+    rig.fake.inject(fault, match=f"{waba_id}/message_templates", times=10)
+    rig.clock.advance(minutes=6)
+    report = rig.poller.poll(watch.watched(rig.db, [waba_id])[0])
+    assert report.state is EXPECTED_STATE[fault] and report.error
+    [w] = watch.watched(rig.db, [waba_id])
+    assert w.poll_state is EXPECTED_STATE[fault] and w.last_success_at == T0
+    templates = table(rig.db, schema.templates, schema.templates.c.waba_id == waba_id)
+    assert len(templates) == 250 and {t["confirmed_at"] for t in templates} == {T0}
+    # the phone numbers were read completely before the failure: they are kept, and confirmed
+    [row] = table(rig.db, schema.phone_numbers, schema.phone_numbers.c.phone_number_id == phone.id)
+    assert (row["quality_rating"], row["confirmed_at"]) == ("RED", rig.clock.now)
+
+
+def test_high_usage_slows_polling_down_and_full_usage_stops_it(db: Database) -> None:
+    clock = Clock()
+    scenario = Scenario.generate(wabas=1, phones=2, templates=3, seed=4)
+    fake = FakeGraph(scenario, clock=lambda: clock.now.timestamp(), waba_calls_per_hour=10)
+    with serve(fake) as url:
+        poller = make_poller(db, url, clock, scenario)
+        poller.start()
+        [w] = watch.watched(db)
+        assert poller.poll(w).usage_percent == 30  # three calls of ten
+        assert watch.watched(db)[0].next_poll_at <= clock.now + timedelta(minutes=5.5)  # type: ignore[operator]
+        clock.advance(minutes=1)
+        assert poller.poll(watch.watched(db)[0]).usage_percent == 60
+        clock.advance(minutes=1)
+        report = poller.poll(watch.watched(db)[0])
+        assert report.usage_percent == 90 and report.state is PollState.OK
+        [w] = watch.watched(db)
+        assert w.next_poll_at is not None and w.next_poll_at >= clock.now + timedelta(minutes=9)
+        poller.close()

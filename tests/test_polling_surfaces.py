@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from builders import envelope, template_status
 from conftest import API_TOKEN, LiveServer, make_settings, run_server
 from test_cli import cli_env, ok, run
 from waquality.graph.fake import FakeGraph, Fault, Scenario, serve
@@ -116,3 +120,54 @@ def test_wabas_add_and_remove(database_url: str, tmp_path: Path) -> None:
     refused = run(["wabas", "remove", "700000001"], env)
     assert refused.exit_code == 1 and "remove it there" in refused.output
     assert run(["wabas", "add", "abc"], env).exit_code == 1
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """The first truthy result of ``check``, polled until ``timeout`` (then fail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.05)
+
+
+def test_serve_polls_and_rereads_after_a_webhook(
+    database_url: str, graph: tuple[FakeGraph, str]
+) -> None:
+    fake, url = graph
+    waba = fake.scenario.wabas[sorted(fake.scenario.wabas)[0]]
+    template = next(iter(waba.templates.values()))
+    settings = make_settings(
+        database_url,
+        waba_ids=waba.id,
+        access_token=SHARED_TOKEN,
+        graph_url=url,
+        reread_delay="1s",
+    )
+    with contextmanager(run_server)(settings) as live:
+        watched = wait_for(
+            lambda: [w for w in live.api("/api/v1/watched-wabas") if w["poll_state"] == "ok"]
+        )
+        assert watched[0]["waba_id"] == waba.id and watched[0]["last_success_at"]
+        templates = live.api("/api/v1/templates", waba_id=waba.id)["items"]
+        assert len(templates) == 5 and all(t["confirmed_at"] for t in templates)
+        before = len(fake.calls)
+        template.status = "PAUSED"
+        posted = datetime.now(UTC)
+        body = envelope(template_status(int(template.id), "PAUSED", int(time.time()), waba=waba.id))
+        assert live.post_webhook(body).status_code == 200
+
+        def reread_applied() -> bool:
+            [row] = [
+                t
+                for t in live.api("/api/v1/templates", waba_id=waba.id)["items"]
+                if t["id"] == template.id
+            ]
+            confirmed = datetime.fromisoformat(row["confirmed_at"].replace("Z", "+00:00"))
+            return confirmed > posted
+
+        wait_for(reread_applied)
+        assert [c.path for c in fake.calls[before:]] == [f"/{template.id}"]

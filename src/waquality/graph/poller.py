@@ -38,6 +38,7 @@ BUSY_USAGE = 75  # Meta's usage (percent) above which a WABA is polled half as o
 STOP_USAGE = 90  # ... above which it is left alone until Meta says access is back
 FIRST_BACKOFF = timedelta(seconds=30)
 CALL_RETENTION = timedelta(days=2)
+PRUNE_INTERVAL = timedelta(hours=1)
 
 
 def utcnow() -> datetime:
@@ -86,6 +87,7 @@ class Poller:
         self.rng = rng or random.Random()
         self.budget = CallBudget(settings.graph_calls_per_hour)
         self._calls: list[Call] = []
+        self._next_prune: datetime | None = None
         self.client = client or GraphClient(
             settings.graph_url,
             settings.graph_version,
@@ -147,8 +149,9 @@ class Poller:
         now = self.clock()
         reports = [self.poll(w) for w in watch.watched(self.db) if self._due(w, now)]
         self.reread(now)
-        if now.minute == 0 and now.second < 2:
+        if self._next_prune is None or now >= self._next_prune:
             watch.prune_calls(self.db, now - CALL_RETENTION)
+            self._next_prune = now + PRUNE_INTERVAL
         return reports
 
     def _due(self, w: Watched, now: datetime) -> bool:
