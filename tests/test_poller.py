@@ -320,11 +320,19 @@ def test_business_portfolios_are_discovered(db: Database) -> None:
         client = GraphClient(url, "v24.0", timeout=2.0, sleep=lambda _: None)
         poller = Poller(db, config, client=client, clock=clock)
         assert poller.start() == []
+        found = {w.waba_id: w for w in watch.watched(db)}
+        assert set(found) == set(business.owned) | set(business.client)
+        assert {w.origin for w in found.values()} == {WatchOrigin.BUSINESS}
+        assert {w.business_id for w in found.values()} == {business.id}
+        # a WABA that leaves the portfolio is forgotten at the next hourly discovery
+        gone = business.owned.pop()
+        clock.advance(minutes=30)
+        poller.tick()
+        assert gone in {w.waba_id for w in watch.watched(db)}
+        clock.advance(minutes=31)
+        poller.tick()
         poller.close()
-    found = {w.waba_id: w for w in watch.watched(db)}
-    assert set(found) == set(business.owned) | set(business.client)
-    assert {w.origin for w in found.values()} == {WatchOrigin.BUSINESS}
-    assert {w.business_id for w in found.values()} == {business.id}
+    assert {w.waba_id for w in watch.watched(db)} == set(business.owned) | set(business.client)
 
 
 def test_wabas_added_at_run_time_are_polled_and_removed_ones_are_not(rig: Rig) -> None:

@@ -39,6 +39,7 @@ STOP_USAGE = 90  # ... above which it is left alone until Meta says access is ba
 FIRST_BACKOFF = timedelta(seconds=30)
 CALL_RETENTION = timedelta(days=2)
 PRUNE_INTERVAL = timedelta(hours=1)
+DISCOVERY_INTERVAL = timedelta(hours=1)  # portfolios are re-read for WABAs added or removed
 
 
 def utcnow() -> datetime:
@@ -88,6 +89,7 @@ class Poller:
         self.budget = CallBudget(settings.graph_calls_per_hour)
         self._calls: list[Call] = []
         self._next_prune: datetime | None = None
+        self._next_discovery: datetime | None = None
         self.client = client or GraphClient(
             settings.graph_url,
             settings.graph_version,
@@ -105,6 +107,12 @@ class Poller:
         """Register the configured WABAs (and discover the portfolios' ones); remember the calls
         of the last hour. Returns the problems met (a portfolio that could not be read)."""
         now = self.clock()
+        problems = self._register(now, retry_auth=True)
+        for waba_id, times in watch.calls_since(self.db, now - WINDOW).items():
+            self.budget.preload(waba_id, times)
+        return problems
+
+    def _register(self, now: datetime, *, retry_auth: bool) -> list[str]:
         problems: list[str] = []
         configured: dict[str, WatchOrigin | tuple[WatchOrigin, str]] = dict.fromkeys(
             self.settings.waba_ids, WatchOrigin.SETTINGS
@@ -119,10 +127,9 @@ class Poller:
                 for known in watch.watched(self.db):
                     if known.business_id == business_id:
                         configured.setdefault(known.waba_id, (WatchOrigin.BUSINESS, business_id))
-        watch.sync_configured(self.db, configured, now)
-        for waba_id, times in watch.calls_since(self.db, now - WINDOW).items():
-            self.budget.preload(waba_id, times)
+        watch.sync_configured(self.db, configured, now, retry_auth=retry_auth)
         self._flush_calls()
+        self._next_discovery = now + DISCOVERY_INTERVAL
         return problems
 
     def discover(self, business_id: str) -> list[str]:
@@ -147,6 +154,11 @@ class Poller:
     def tick(self) -> list[WabaReport]:
         """What is due now: re-reads asked by webhooks, then WABAs whose time has come."""
         now = self.clock()
+        if self.settings.business_ids and (
+            self._next_discovery is None or now >= self._next_discovery
+        ):
+            for problem in self._register(now, retry_auth=False):
+                log.warning("polling: %s", problem)
         reports = [self.poll(w) for w in watch.watched(self.db) if self._due(w, now)]
         self.reread(now)
         if self._next_prune is None or now >= self._next_prune:

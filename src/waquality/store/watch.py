@@ -50,10 +50,15 @@ class Reread:
 
 
 def sync_configured(
-    db: Database, configured: dict[str, WatchOrigin | tuple[WatchOrigin, str]], now: datetime
+    db: Database,
+    configured: dict[str, WatchOrigin | tuple[WatchOrigin, str]],
+    now: datetime,
+    *,
+    retry_auth: bool = False,
 ) -> None:
     """Make the settings' WABAs (and those discovered from its portfolios) watched; forget
-    those the settings no longer name. A restart also retries WABAs whose token failed."""
+    those the settings no longer name. ``retry_auth`` (at start-up, when the settings' tokens
+    may have changed) retries WABAs whose token failed."""
     with db.write() as conn:
         rows = {row.waba_id: row for row in conn.execute(select(w))}
         for waba_id, origin in configured.items():
@@ -73,11 +78,12 @@ def sync_configured(
         ]
         if stale:
             conn.execute(delete(w).where(w.c.waba_id.in_(stale)))
-        conn.execute(
-            update(w)
-            .where(w.c.poll_state == PollState.AUTH_FAILED.value)
-            .values(poll_state=PollState.NEW.value, next_poll_at=None)
-        )
+        if retry_auth:
+            conn.execute(
+                update(w)
+                .where(w.c.poll_state == PollState.AUTH_FAILED.value)
+                .values(poll_state=PollState.NEW.value, next_poll_at=None)
+            )
 
 
 def ensure_configured(db: Database, waba_ids: Sequence[str], now: datetime) -> None:
