@@ -29,7 +29,14 @@ from waquality.errors import ConfigError
 
 PREFIX = "WAQUALITY_"
 DEFAULT_CONFIG_FILE = "waquality.toml"
-SECRET_FIELDS = ("database_url", "app_secret", "verify_token", "api_token", "access_token")
+SECRET_FIELDS = (
+    "database_url",
+    "app_secret",
+    "verify_token",
+    "api_token",
+    "access_token",
+    "alert_urls",
+)
 _GRAPH_VERSION = re.compile(r"^v\d+\.\d+$")
 _OBJECT_ID = re.compile(r"^\d{1,32}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -54,9 +61,16 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+def _split_urls(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part for part in re.split(r"[\s,]+", value) if part]
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 SecretList = Annotated[list[SecretStr], BeforeValidator(_split_list)]
 IdList = Annotated[list[str], BeforeValidator(_split_list)]
+UrlList = Annotated[list[SecretStr], BeforeValidator(_split_urls)]
 
 
 class Settings(BaseModel):
@@ -83,8 +97,8 @@ class Settings(BaseModel):
         1,
         ge=0,
         le=16,
-        description="Processing threads in the processing process `serve` supervises (0: none; "
-        "then run `waquality worker` elsewhere).",
+        description="Processing threads in the child process `serve` supervises (which also "
+        "polls and delivers alerts); 0: none, run `waquality worker` elsewhere.",
     )
     batch_size: int = Field(500, ge=1, le=5000, description="Bodies processed per transaction.")
     customer_data_retention: Duration = Field(
@@ -139,6 +153,15 @@ class Settings(BaseModel):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
         return level
+
+    alert_urls: UrlList = Field(
+        default_factory=list,
+        description="Where every alert goes: Apprise URLs (slack://, mailto://, json://, ...) "
+        "or webhook+https://... for the structured JSON webhook; spaces or commas between.",
+    )
+    public_url: str | None = Field(
+        None, description="This instance's address as people reach it, for links in alerts."
+    )
 
     @field_validator("graph_version")
     @classmethod

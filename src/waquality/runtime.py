@@ -100,9 +100,9 @@ class Runtime:
         # The request loop shares the interpreter with the committer and housekeeping threads:
         # hand the lock over every 0.5 ms instead of 5 ms, so acknowledgements never queue long.
         sys.setswitchinterval(SWITCH_INTERVAL)
-        if self.settings.workers:
-            self.processing = ProcessingChild(self.settings, self.gate)
-            self.processing.start()
+        # The child also polls the Graph API and delivers alerts, even without processing workers.
+        self.processing = ProcessingChild(self.settings, self.gate)
+        self.processing.start()
         self.committer = GroupCommitter(self._write_bodies, on_commit=self._wake_workers)
         self._housekeeper = threading.Thread(
             target=self._housekeeping, daemon=True, name="waquality-housekeeping"

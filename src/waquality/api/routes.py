@@ -10,12 +10,15 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy import Connection
 
 from waquality import __version__
+from waquality.alerting import book
 from waquality.api.params import Cursor, Limit, TimeParam, parse_time
 from waquality.api.schemas import (
+    AlertOut,
     Business,
     EventOut,
     HistoryRow,
     ListPage,
+    NotificationOut,
     PhoneNumber,
     QuarantineDetail,
     QuarantineItem,
@@ -217,6 +220,22 @@ def poll_watched(db: Db, waba_id: str) -> dict[str, Any]:
 
 def _watched_row(db: Database, waba_id: str) -> dict[str, Any]:
     return next(row for row in watch.rows(db) if row["waba_id"] == waba_id)
+
+
+@router.get("/alerts", response_model=list[AlertOut], summary="Alerts, latest change first")
+def list_alerts(
+    db: Db,
+    state: Annotated[str | None, Query(pattern="^(firing|resolved)$")] = None,
+    limit: Limit = 100,
+) -> list[dict[str, Any]]:
+    return book.alerts(db, state, limit)
+
+
+@router.get(
+    "/notifications", response_model=list[NotificationOut], summary="Delivery log, newest first"
+)
+def list_notifications(db: Db, limit: Limit = 100) -> list[dict[str, Any]]:
+    return book.notifications(db, limit)
 
 
 @router.get("/businesses", response_model=ListPage[Business], summary="Business portfolios")

@@ -106,6 +106,33 @@ class WatchRequest(BaseModel):
     )
 
 
+class AlertOut(BaseModel):
+    fingerprint: str = Field(description="The alert's identity: a hash of its labels.")
+    rule: str
+    labels: dict[str, str]
+    severity: str = Field(description="critical or warning.")
+    state: str = Field(description="firing or resolved.")
+    summary: str
+    description: str
+    started_at: datetime
+    resolved_at: datetime | None
+    updated_at: datetime
+
+
+class NotificationOut(BaseModel):
+    id: int
+    fingerprint: str
+    receiver: str = Field(description="The receiver's name (its URL is never shown).")
+    status: str = Field(description="firing or resolved.")
+    state: str = Field(description="pending, sent or failed.")
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    next_attempt_at: datetime
+    idempotency_key: str
+
+
 class Business(BaseModel):
     id: str
     messaging_limit: str | None

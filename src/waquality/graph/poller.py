@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
+from waquality.alerting.book import Alerting
 from waquality.config import Settings
 from waquality.domain.enums import PollState, Source, SubjectKind, WatchOrigin
 from waquality.domain.events import PhoneJoin
@@ -83,8 +84,10 @@ class Poller:
         client: GraphClient | None = None,
         clock: Clock = utcnow,
         rng: random.Random | None = None,
+        alerting: Alerting | None = None,
     ) -> None:
         self.db, self.settings, self.clock = db, settings, clock
+        self.alerting = alerting or Alerting()
         self.rng = rng or random.Random()
         self.budget = CallBudget(settings.graph_calls_per_hour)
         self._calls: list[Call] = []
@@ -248,7 +251,11 @@ class Poller:
             for join in read.joins:
                 join_phone(self.db, conn, join, now)
             writer = StateWriter(self.db, conn, now, Source.POLL.value)
-            return writer.apply([TimedChange(change, now, None) for change in read.changes])
+            history = writer.apply([TimedChange(change, now, None) for change in read.changes])
+            queued = self.alerting.apply(self.db, conn, writer.changed, now)
+        if queued:
+            self.alerting.queued()
+        return history
 
     def _interval(self, usage: int) -> timedelta:
         interval = self.settings.poll_interval * self.rng.uniform(0.9, 1.1)

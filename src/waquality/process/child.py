@@ -4,7 +4,7 @@ Parsing and applying state are CPU work; in the receiver's own process they woul
 acknowledgements for the interpreter lock. In a child process they run on another core. The
 parent tells the child three things through shared primitives: *wake* (new bodies were
 committed), *busy* (the receiver is short of CPU: defer, the backlog is durable) and *stop*.
-The Graph API poller runs here too, on a thread of its own.
+The Graph API poller and the alert dispatcher run here too, each on a thread of its own.
 """
 
 from __future__ import annotations
@@ -90,6 +90,9 @@ def _child_main(
     stop: ProcessEvent,
     busy: Any,
 ) -> None:
+    from waquality.alerting.book import Alerting
+    from waquality.alerting.channels import channels
+    from waquality.alerting.dispatch import Dispatcher, DispatchLoop
     from waquality.graph.poller import Poller, PollingLoop
     from waquality.process.worker import BackgroundWorker, Processor
     from waquality.store.database import Database
@@ -103,21 +106,31 @@ def _child_main(
         write_timeout=settings.write_timeout.total_seconds(),
         gate=gate,
     )
+    receivers = channels([url.get_secret_value() for url in settings.alert_urls])
+    delivery = DispatchLoop(Dispatcher(db, receivers))
+    alerting = Alerting(tuple(receivers), settings.public_url, delivery.wake.set)
     workers = [
         BackgroundWorker(
-            Processor(db, batch_size=settings.batch_size, reread_delay=settings.reread_delay),
+            Processor(
+                db,
+                batch_size=settings.batch_size,
+                reread_delay=settings.reread_delay,
+                alerting=alerting,
+            ),
             name=f"waquality-worker-{i}",
             busy=lambda: bool(busy.value),
             wake=wake,
         )
         for i in range(settings.workers)
     ]
-    polling = PollingLoop(Poller(db, settings))
+    polling = PollingLoop(Poller(db, settings, alerting=alerting))
     for worker in workers:
         worker.start()
     polling.start()
+    delivery.start()
     stop.wait()
     polling.stop()
     for worker in workers:
         worker.stop()
+    delivery.stop()
     db.dispose()

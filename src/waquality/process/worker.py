@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, bindparam, or_, select, update
 
 from waquality import metrics
+from waquality.alerting.book import Alerting
 from waquality.domain.enums import Source, SubjectKind
 from waquality.domain.events import Event
 from waquality.errors import StoreConflict, StoreUnavailable
@@ -50,6 +51,7 @@ class BatchResult:
     duplicates: int = 0
     quarantined: int = 0
     history: int = 0
+    notifications: int = 0
     wabas_seen: dict[str, datetime] = field(default_factory=dict)
 
     def add(self, other: BatchResult) -> None:
@@ -58,6 +60,7 @@ class BatchResult:
         self.duplicates += other.duplicates
         self.quarantined += other.quarantined
         self.history += other.history
+        self.notifications += other.notifications
         for waba_id, at in other.wabas_seen.items():
             self.wabas_seen[waba_id] = max(at, self.wabas_seen.get(waba_id, at))
 
@@ -70,9 +73,11 @@ class Processor:
         batch_size: int = 200,
         clock: Clock = utcnow,
         reread_delay: timedelta = timedelta(seconds=30),
+        alerting: Alerting | None = None,
     ) -> None:
         self.db, self.batch_size, self.clock = db, batch_size, clock
         self.reread_delay = reread_delay
+        self.alerting = alerting or Alerting()
         self._joined: set[tuple[str, str]] = set()  # (phone id, display) already tied together
         self._wabas: set[str] = set()  # WABA rows known to exist
         self._touched: dict[str, datetime] = {}  # last_webhook_at written, per WABA
@@ -97,6 +102,8 @@ class Processor:
                         still = inbox.still_pending(conn, ids)
                         parsed = [(rid, *prefetched[rid]) for rid in ids if rid in still]
                     result = self._process(conn, parsed)
+                if result.notifications:
+                    self.alerting.queued()
                 self._touch_wabas(result.wabas_seen)
                 return result
             except StoreConflict:
@@ -167,6 +174,7 @@ class Processor:
             for change in interpret(event)
         ]
         result.history = writer.apply(changes)
+        result.notifications = self.alerting.apply(self.db, conn, writer.changed, now)
         rereads = [
             Reread(event.subject_kind, event.subject_id, event.waba_id)
             for event, _, _ in new_events

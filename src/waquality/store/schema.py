@@ -264,6 +264,47 @@ graph_calls = Table(
     Index("ix_graph_calls_at", "at"),
 )
 
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("fingerprint", String(32), primary_key=True),  # a hash of the labels
+    Column("rule", String(64), nullable=False),
+    Column("labels", Json, nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("state", String(16), nullable=False),  # firing, resolved
+    Column("summary", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_alerts_state_started_at", "state", "started_at"),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    # The outbox: written in the transaction that fires or resolves the alert, sent afterwards.
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("fingerprint", String(32), nullable=False),
+    Column("receiver", String(64), nullable=False),  # a receiver's name, never its URL
+    Column("status", String(16), nullable=False),  # firing, resolved
+    Column("payload", Json, nullable=False),
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+    Column("state", String(16), nullable=False),  # pending, sent, failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    Index(
+        "ix_notifications_pending",
+        "next_attempt_at",
+        sqlite_where=text("state = 'pending'"),
+        postgresql_where=text("state = 'pending'"),
+    ),
+    Index("ix_notifications_fingerprint", "fingerprint"),
+)
+
 history = Table(
     "history",
     metadata,

@@ -48,6 +48,19 @@ LOCK_ORDER = (
 
 
 @dataclass(frozen=True, slots=True)
+class Changed:
+    """A change of a current value (not a late fact slotted into history). ``row`` is the
+    subject's row as the batch leaves it, for context."""
+
+    kind: SubjectKind
+    row: dict[str, Any]
+    field: str
+    old: Any
+    new: Any
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class TimedChange:
     change: StateChange
     occurred_at: datetime
@@ -83,6 +96,7 @@ class StateWriter:
         # Older facts (their subject and history row), slotted into history at the end.
         self._late: list[tuple[tuple[SubjectKind, Any], dict[str, Any]]] = []
         self.history_written = 0
+        self.changed: list[Changed] = []  # current values that changed, in order
 
     # -- public -------------------------------------------------------------------------------
 
@@ -189,6 +203,7 @@ class StateWriter:
         row[field] = new
         if field not in UNTRACKED_FIELDS:
             self._history.append(self._history_row(ident, field, current, new, at, timed.event_id))
+            self.changed.append(Changed(ident[0], row, field, current, new, at))
         for follow_up in self._follow_ups(ident, row, field):
             if follow_up.subject not in self._refs:
                 self._load([follow_up.subject])

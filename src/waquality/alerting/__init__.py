@@ -1,0 +1,1 @@
+"""Alerts: rules turn state changes into firing and resolved alerts; an outbox delivers them."""

@@ -1,0 +1,132 @@
+"""Deliver the outbox: every pending notification, with retries and backoff, outcome recorded.
+
+A notification recorded as sent is never sent again; a crash between sending and recording sends
+it once more, with the same idempotency key, so the receiver can drop the repeat. A receiver that
+keeps failing is retried with growing pauses and, after ``give_up_after``, its notification is
+marked failed (visible in the delivery log).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from waquality.alerting.channels import Channel, DeliveryError
+from waquality.errors import StoreUnavailable
+from waquality.store import schema
+from waquality.store.database import Database
+
+log = logging.getLogger(__name__)
+n = schema.notifications
+BATCH = 100
+FIRST_RETRY = timedelta(seconds=1)
+MAX_RETRY = timedelta(minutes=5)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        receivers: Mapping[str, Channel],
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        give_up_after: timedelta = timedelta(days=1),
+    ) -> None:
+        self.db, self.receivers, self.clock = db, receivers, clock
+        self.give_up_after = give_up_after
+
+    def close(self) -> None:
+        for channel in self.receivers.values():
+            channel.close()
+
+    def run_once(self) -> int:
+        """Send what is due; returns how many were sent."""
+        now = self.clock()
+        query = (
+            select(n)
+            .where(n.c.state == "pending", n.c.next_attempt_at <= now)
+            .order_by(n.c.id)
+            .limit(BATCH)
+        )
+        with self.db.read() as conn:
+            due = list(conn.execute(query))
+        sent = 0
+        for row in due:
+            channel = self.receivers.get(row.receiver)
+            error: str | None = None
+            if channel is None:
+                error = "receiver no longer configured"
+            else:
+                try:
+                    channel.send(row.payload, row.idempotency_key)
+                except DeliveryError as exc:
+                    error = str(exc)[:500]
+                except Exception as exc:  # a channel bug must not stop the others
+                    log.exception("delivering notification %d", row.id)
+                    error = f"{type(exc).__name__}"
+            sent += error is None
+            self._record(row, error)
+        return sent
+
+    def _record(self, row: Any, error: str | None) -> None:
+        now = self.clock()
+        attempts = int(row.attempts) + 1
+        values: dict[str, object] = {"attempts": attempts}
+        if error is None:
+            values.update(state="sent", sent_at=now, last_error=None)
+        else:
+            created = row.created_at
+            pause = min(FIRST_RETRY * 2 ** min(attempts - 1, 20), MAX_RETRY)
+            values["last_error"] = error
+            if now - created >= self.give_up_after:
+                values["state"] = "failed"
+            else:
+                values["next_attempt_at"] = now + pause
+            log.warning(
+                "notification %d to %s failed (attempt %d): %s",
+                row.id,
+                row.receiver,
+                attempts,
+                error,
+            )
+        with self.db.write() as conn:
+            conn.execute(update(n).where(n.c.id == row.id).values(**values))
+
+
+class DispatchLoop:
+    """Runs a :class:`Dispatcher` on a thread; ``wake`` it when notifications were queued."""
+
+    def __init__(self, dispatcher: Dispatcher, *, idle_poll: float = 1.0) -> None:
+        self.dispatcher, self.idle_poll = dispatcher, idle_poll
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="waquality-alerts", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.wake.set()
+        self._thread.join(timeout)
+        self.dispatcher.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.dispatcher.run_once()
+            except StoreUnavailable as exc:
+                log.warning("alert delivery paused: %s", exc)
+            except Exception:
+                log.exception("alert delivery failed")
+            self.wake.wait(self.idle_poll)
+            self.wake.clear()

@@ -1,0 +1,268 @@
+"""Built-in alert rules: pure functions from a change of current state to alert signals.
+
+A signal either fires or resolves the alert named by its labels (Prometheus Alertmanager's
+model: the labels are the identity). Only changes of *current* values reach the rules, so a late
+or replayed fact that changes nothing never alerts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from waquality.domain.enums import SubjectKind
+from waquality.store.state import Changed
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    rule: str
+    labels: dict[str, str]  # the alert's identity (rule included)
+    firing: bool
+    severity: Severity
+    summary: str  # one line: what changed
+    description: str  # what it means and what to do
+
+
+_TIERS = ["TIER_50", "TIER_250", "TIER_1K", "TIER_2K", "TIER_10K", "TIER_100K", "TIER_UNLIMITED"]
+_PHONE_STATUS_OK = {"CONNECTED"}
+
+
+def _phone(change: Changed) -> tuple[dict[str, str], str]:
+    row = change.row
+    number = row.get("display_phone_number") or row.get("phone_number_id") or str(row["key"])
+    labels = {"waba_id": row.get("waba_id") or "", "phone_number": str(number)}
+    name = f" ({row['verified_name']})" if row.get("verified_name") else ""
+    return labels, f"+{number}{name}" if str(number).isdigit() else f"{number}{name}"
+
+
+def _template(change: Changed) -> tuple[dict[str, str], str]:
+    row = change.row
+    labels = {"waba_id": row.get("waba_id") or "", "template_id": str(row["id"])}
+    name = row.get("name") or row["id"]
+    language = f" [{row['language']}]" if row.get("language") else ""
+    return labels, f"template {name}{language}"
+
+
+def _signal(
+    rule: str,
+    labels: dict[str, str],
+    firing: bool,
+    severity: Severity,
+    summary: str,
+    description: str = "",
+) -> Signal:
+    return Signal(rule, {"rule": rule, **labels}, firing, severity, summary, description)
+
+
+def phone_quality(change: Changed) -> list[Signal]:
+    if change.kind is not SubjectKind.PHONE_NUMBER or change.field != "quality_rating":
+        return []
+    labels, who = _phone(change)
+    if change.new == "GREEN":
+        return [
+            _signal(
+                "phone_quality", labels, False, Severity.WARNING, f"{who}: quality back to GREEN"
+            )
+        ]
+    if change.new not in ("YELLOW", "RED"):
+        return []
+    severity = Severity.CRITICAL if change.new == "RED" else Severity.WARNING
+    return [
+        _signal(
+            "phone_quality",
+            labels,
+            True,
+            severity,
+            f"{who}: quality rating {change.old or 'unknown'} → {change.new}",
+            "Recipients blocked, reported, muted or archived recent messages (7 days, weighted "
+            "by recency). Check the templates and campaigns sent from this number.",
+        )
+    ]
+
+
+def phone_status(change: Changed) -> list[Signal]:
+    if change.kind is not SubjectKind.PHONE_NUMBER or change.field != "status" or not change.new:
+        return []
+    labels, who = _phone(change)
+    if change.new in _PHONE_STATUS_OK:
+        return [
+            _signal("phone_status", labels, False, Severity.CRITICAL, f"{who}: CONNECTED again")
+        ]
+    return [
+        _signal(
+            "phone_status",
+            labels,
+            True,
+            Severity.CRITICAL,
+            f"{who}: status {change.old or 'unknown'} → {change.new}",
+            "The number must be CONNECTED to send and receive messages.",
+        )
+    ]
+
+
+def phone_health(change: Changed) -> list[Signal]:
+    if change.kind is not SubjectKind.PHONE_NUMBER or change.field != "health_status":
+        return []
+    labels, who = _phone(change)
+    if change.new == "AVAILABLE":
+        return [_signal("phone_health", labels, False, Severity.WARNING, f"{who}: can send again")]
+    if change.new not in ("LIMITED", "BLOCKED"):
+        return []
+    severity = Severity.CRITICAL if change.new == "BLOCKED" else Severity.WARNING
+    return [
+        _signal("phone_health", labels, True, severity, f"{who}: can_send_message {change.new}")
+    ]
+
+
+def messaging_limit(change: Changed) -> list[Signal]:
+    if change.kind is not SubjectKind.PHONE_NUMBER or change.field != "messaging_limit":
+        return []
+    if change.old not in _TIERS or change.new not in _TIERS:
+        return []
+    labels, who = _phone(change)
+    lowered = _TIERS.index(change.new) < _TIERS.index(change.old)
+    summary = f"{who}: messaging limit {change.old} → {change.new}"
+    return [_signal("messaging_limit_lowered", labels, lowered, Severity.WARNING, summary)]
+
+
+def template_status(change: Changed) -> list[Signal]:
+    if change.kind is not SubjectKind.TEMPLATE or change.field != "status" or not change.new:
+        return []
+    labels, what = _template(change)
+    row = change.row
+    if change.new == "APPROVED":
+        return [
+            _signal("template_status", labels, False, Severity.CRITICAL, f"{what}: APPROVED again")
+        ]
+    if change.new not in ("PAUSED", "DISABLED", "REJECTED", "FLAGGED"):
+        return []
+    severity = Severity.CRITICAL if change.new in ("PAUSED", "DISABLED") else Severity.WARNING
+    meaning = ""
+    if change.new == "PAUSED":
+        pauses = int(row.get("pause_count") or 0)
+        until = row.get("paused_until")
+        meaning = f"Pause number {pauses}" + (
+            f", until {until:%Y-%m-%d %H:%M} UTC" if until else ""
+        )
+        meaning += (
+            "; the next pause disables the template."
+            if pauses >= 2
+            else "; sends fail with 132015."
+        )
+    elif change.new == "DISABLED":
+        meaning = "Sends fail with 132016; create a new template."
+    elif change.new == "REJECTED" and row.get("rejected_reason"):
+        meaning = f"Reason: {row['rejected_reason']}."
+    return [
+        _signal(
+            "template_status",
+            labels,
+            True,
+            severity,
+            f"{what}: {change.old or 'unknown'} → {change.new}",
+            meaning,
+        )
+    ]
+
+
+def template_quality(change: Changed) -> list[Signal]:
+    if change.kind is not SubjectKind.TEMPLATE or change.field != "quality_score":
+        return []
+    labels, what = _template(change)
+    if change.new == "GREEN":
+        return [
+            _signal("template_quality", labels, False, Severity.WARNING, f"{what}: quality GREEN")
+        ]
+    if change.new not in ("YELLOW", "RED"):
+        return []
+    summary = f"{what}: quality {change.old or 'unknown'} → {change.new}"
+    return [_signal("template_quality", labels, True, Severity.WARNING, summary)]
+
+
+def waba_subscription(change: Changed) -> list[Signal]:
+    if change.kind is not SubjectKind.WABA or change.field != "subscribed":
+        return []
+    labels = {"waba_id": str(change.row["id"])}
+    waba = f"WABA {change.row['id']}"
+    if change.new is True:
+        return [
+            _signal(
+                "webhook_subscription",
+                labels,
+                False,
+                Severity.CRITICAL,
+                f"{waba}: webhooks subscribed again",
+            )
+        ]
+    return [
+        _signal(
+            "webhook_subscription",
+            labels,
+            True,
+            Severity.CRITICAL,
+            f"{waba}: no app is subscribed to its webhooks any more",
+            "Webhooks stopped: subscribe the app again (POST /{WABA_ID}/subscribed_apps).",
+        )
+    ]
+
+
+def waba_restriction(change: Changed) -> list[Signal]:
+    if change.kind is not SubjectKind.WABA or change.field not in ("restrictions", "ban_state"):
+        return []
+    labels = {"waba_id": str(change.row["id"])}
+    waba = f"WABA {change.row['id']}"
+    if change.field == "restrictions":
+        if not change.new:
+            return [
+                _signal(
+                    "account_restricted",
+                    labels,
+                    False,
+                    Severity.CRITICAL,
+                    f"{waba}: restrictions lifted",
+                )
+            ]
+        until = change.row.get("restricted_until")
+        summary = f"{waba}: restricted ({change.new})"
+        meaning = f"Until {until:%Y-%m-%d %H:%M} UTC." if until else ""
+        return [_signal("account_restricted", labels, True, Severity.CRITICAL, summary, meaning)]
+    if change.new == "REINSTATE":
+        return [_signal("account_banned", labels, False, Severity.CRITICAL, f"{waba}: reinstated")]
+    if change.new in ("DISABLE", "SCHEDULE_FOR_DISABLE"):
+        return [
+            _signal(
+                "account_banned", labels, True, Severity.CRITICAL, f"{waba}: ban state {change.new}"
+            )
+        ]
+    return []
+
+
+RULES: tuple[Callable[[Changed], list[Signal]], ...] = (
+    phone_quality,
+    phone_status,
+    phone_health,
+    messaging_limit,
+    template_status,
+    template_quality,
+    waba_subscription,
+    waba_restriction,
+)
+
+
+def evaluate(changes: list[Changed]) -> list[Signal]:
+    """The signals of a batch of changes, in order (a later signal for the same alert wins)."""
+    return [signal for change in changes for rule in RULES for signal in rule(change)]
+
+
+def fingerprint(labels: dict[str, Any]) -> str:
+    canonical = "\x1f".join(f"{k}={labels[k]}" for k in sorted(labels))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]

@@ -1,0 +1,178 @@
+"""Alerts from state changes, the outbox and its delivery to a real local receiver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from builders import entry, envelope, template_status
+from conftest import API_TOKEN, make_settings, run_server
+from receiver import Receiver, receiving
+from waquality.alerting.book import Alerting, alerts
+from waquality.alerting.channels import channels
+from waquality.alerting.dispatch import Dispatcher
+from waquality.process.worker import Processor
+from waquality.store import inbox, schema
+from waquality.store.database import Database
+
+T0 = 1_772_000_000
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def process(db: Database, alerting: Alerting, *bodies: dict[str, Any], clock: Clock) -> int:
+    with db.write(priority=True) as conn:
+        inbox.insert_bodies(conn, [(envelope(b), clock.now) for b in bodies])
+    return Processor(db, clock=clock, alerting=alerting).drain().notifications
+
+
+def outbox(db: Database) -> list[dict[str, Any]]:
+    with db.read() as conn:
+        rows = conn.execute(select(schema.notifications).order_by(schema.notifications.c.id))
+        return [dict(r._mapping) for r in rows]
+
+
+@contextmanager
+def delivery(db: Database, *urls: str, clock: Clock) -> Iterator[tuple[Alerting, Dispatcher]]:
+    receivers = channels(list(urls))
+    dispatcher = Dispatcher(db, receivers, clock=clock)
+    try:
+        yield Alerting(tuple(receivers), "https://waq.example"), dispatcher
+    finally:
+        dispatcher.close()
+
+
+def test_a_paused_template_fires_once_and_resolves_once(db: Database) -> None:
+    clock = Clock()
+    with receiving(Receiver()) as r, delivery(db, f"json://{r.url}/hook", clock=clock) as (al, d):
+        assert process(db, al, template_status(7, "APPROVED", T0), clock=clock) == 0
+        paused = template_status(7, "PAUSED", T0 + 60, title="FIRST_PAUSE")
+        assert process(db, al, paused, clock=clock) == 1
+        assert process(db, al, paused, clock=clock) == 0  # redelivered: nothing new
+        # an older fact, delivered late, changes no current value: no notification
+        assert process(db, al, template_status(7, "REJECTED", T0 + 30), clock=clock) == 0
+        assert d.run_once() == 1
+        [fired] = r.wait(1)
+        assert fired.body["title"].startswith("[CRITICAL] template template_7")
+        assert "APPROVED → PAUSED" in fired.body["title"]
+        assert "Pause number 1" in fired.body["message"]
+        assert fired.headers["idempotency-key"] == outbox(db)[0]["idempotency_key"]
+        assert process(db, al, template_status(7, "APPROVED", T0 + 4000), clock=clock) == 1
+        assert d.run_once() == 1
+        resolved = r.wait(2)[1]
+        assert (
+            resolved.body["title"].startswith("[RESOLVED]") and resolved.body["type"] == "success"
+        )
+        assert d.run_once() == 0  # nothing is sent twice
+    [alert] = alerts(db)
+    assert alert["state"] == "resolved" and alert["labels"]["template_id"] == "7"
+    assert [n["status"] for n in outbox(db)] == ["firing", "resolved"]
+    assert {n["state"] for n in outbox(db)} == {"sent"}
+
+
+def test_escalation_notifies_again_but_repeats_do_not(db: Database) -> None:
+    clock = Clock()
+    quality = "message_template_quality_update"
+
+    def score(new: str, at: int) -> dict[str, Any]:
+        value = {"message_template_id": 9, "new_quality_score": new, "previous_quality_score": ""}
+        return entry(quality, value, time=at)
+
+    with delivery(db, "json://127.0.0.1:9/unused", clock=clock) as (al, _):
+        assert process(db, al, template_status(9, "APPROVED", T0), clock=clock) == 0
+        assert process(db, al, template_status(9, "FLAGGED", T0 + 1), clock=clock) == 1
+        assert process(db, al, score("YELLOW", T0 + 2), clock=clock) == 1
+        assert process(db, al, score("RED", T0 + 3), clock=clock) == 0  # same rule, same severity
+    states = {a["rule"]: (a["state"], a["severity"]) for a in alerts(db)}
+    assert states == {
+        "template_status": ("firing", "warning"),
+        "template_quality": ("firing", "warning"),
+    }
+
+
+def test_a_receiver_that_is_down_gets_everything_later_exactly_once(db: Database) -> None:
+    clock = Clock()
+    with (
+        receiving(Receiver(refuse=3)) as r,
+        delivery(db, f"webhook+http://{r.url}/alerts", clock=clock) as (al, d),
+    ):
+        process(
+            db,
+            al,
+            template_status(1, "APPROVED", T0),
+            template_status(2, "APPROVED", T0),
+            clock=clock,
+        )
+        process(
+            db,
+            al,
+            template_status(1, "DISABLED", T0 + 10),
+            template_status(2, "PAUSED", T0 + 10, title="FIRST_PAUSE"),
+            clock=clock,
+        )
+        assert d.run_once() == 0  # two refusals
+        assert {n["attempts"] for n in outbox(db)} == {1}
+        assert d.run_once() == 0  # not due yet: backoff
+        clock.now += timedelta(seconds=1)
+        assert d.run_once() == 1  # third refusal, then one accepted
+        clock.now += timedelta(seconds=2)
+        assert d.run_once() == 1
+        clock.now += timedelta(minutes=10)
+        assert d.run_once() == 0
+        received = r.wait(2)
+    assert len(received) == 2 and r.refused == 3
+    keys = {x.headers["idempotency-key"] for x in received}
+    assert keys == {n["idempotency_key"] for n in outbox(db)}
+    bodies = sorted(
+        (x.body for x in received), key=lambda b: b["alerts"][0]["labels"]["template_id"]
+    )
+    assert [b["alerts"][0]["labels"]["template_id"] for b in bodies] == ["1", "2"]
+    assert bodies[0]["alerts"][0]["labels"]["severity"] == "critical"
+    assert bodies[0]["status"] == "firing" and bodies[0]["alerts"][0]["fingerprint"]
+    assert all(n["state"] == "sent" for n in outbox(db))
+
+
+def test_a_receiver_down_for_good_is_recorded_as_failed(db: Database) -> None:
+    clock = Clock()
+    with delivery(db, "webhook+http://127.0.0.1:9/nowhere", clock=clock) as (al, d):
+        process(db, al, template_status(3, "APPROVED", T0), clock=clock)
+        process(db, al, template_status(3, "PAUSED", T0 + 5, title="FIRST_PAUSE"), clock=clock)
+        d.give_up_after = timedelta(minutes=30)
+        for _ in range(20):
+            d.run_once()
+            clock.now += timedelta(minutes=5)
+    [notification] = outbox(db)
+    assert notification["state"] == "failed" and notification["last_error"]
+    assert notification["attempts"] >= 7
+
+
+@pytest.mark.parametrize("seconds", [20.0])
+def test_serve_delivers_a_critical_alert_end_to_end(database_url: str, seconds: float) -> None:
+    with receiving(Receiver()) as r:
+        settings = make_settings(database_url, alert_urls=f"json://{r.url}/hook")
+        for live in run_server(settings):
+            for body in (
+                envelope(template_status(5, "APPROVED", T0)),
+                envelope(template_status(5, "PAUSED", T0 + 1, title="FIRST_PAUSE")),
+            ):
+                assert live.post_webhook(body).status_code == 200
+            [note] = r.wait(1, timeout=seconds)
+            assert note.body["title"].startswith("[CRITICAL]")
+            firing = live.api("/api/v1/alerts", state="firing")
+            assert [a["rule"] for a in firing] == ["template_status"]
+            log = live.client.get(
+                "/api/v1/notifications", headers={"Authorization": f"Bearer {API_TOKEN}"}
+            ).json()
+            assert log[0]["receiver"].startswith("json-") and "127.0.0.1" not in str(log)
