@@ -8,16 +8,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from builders import entry, envelope, template_status
 from conftest import API_TOKEN, make_settings, run_server
 from receiver import Receiver, receiving
-from waquality.alerting.book import Alerting, alerts
+from waquality.alerting.book import Alerting, add_silence, alerts, expire_silence
 from waquality.alerting.channels import channels
 from waquality.alerting.dispatch import Dispatcher
 from waquality.process.worker import Processor
-from waquality.store import inbox, schema
+from waquality.store import inbox, schema, watch
 from waquality.store.database import Database
 
 T0 = 1_772_000_000
@@ -176,3 +176,96 @@ def test_serve_delivers_a_critical_alert_end_to_end(database_url: str, seconds: 
                 "/api/v1/notifications", headers={"Authorization": f"Bearer {API_TOKEN}"}
             ).json()
             assert log[0]["receiver"].startswith("json-") and "127.0.0.1" not in str(log)
+
+
+def account_restricted(at: int) -> dict[str, Any]:
+    value = {
+        "event": "ACCOUNT_RESTRICTION",
+        "restriction_info": [
+            {
+                "restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING",
+                "expiration": at + 86_400,
+            }
+        ],
+    }
+    return entry("account_update", value, time=at)
+
+
+def test_silences_and_inhibition_mute_notifications_not_alerts(db: Database) -> None:
+    clock = Clock()
+    with delivery(db, "json://127.0.0.1:9/unused", clock=clock) as (al, _):
+        process(
+            db,
+            al,
+            template_status(1, "APPROVED", T0),
+            template_status(2, "APPROVED", T0),
+            clock=clock,
+        )
+        silence = add_silence(db, {"template_id": "1"}, "known", NOW + timedelta(hours=1), NOW)
+        assert process(db, al, template_status(1, "PAUSED", T0 + 5), clock=clock) == 0
+        # a restricted account mutes the other alerts of its WABA, but is itself notified
+        assert process(db, al, account_restricted(T0 + 10), clock=clock) == 1
+        assert process(db, al, template_status(2, "DISABLED", T0 + 20), clock=clock) == 0
+        assert expire_silence(db, silence["id"], NOW) is True
+        assert expire_silence(db, silence["id"], NOW) is False
+        # resolving an alert whose firing was never notified tells nobody
+        assert process(db, al, template_status(1, "APPROVED", T0 + 30), clock=clock) == 0
+    firing = {a["rule"]: a for a in alerts(db, "firing")}
+    assert set(firing) == {"template_status", "account_restricted"}
+    assert firing["template_status"]["labels"]["template_id"] == "2"
+    assert [n["fingerprint"] for n in outbox(db)] == [firing["account_restricted"]["fingerprint"]]
+
+
+def test_a_firing_alert_is_repeated_after_the_repeat_interval(db: Database) -> None:
+    clock = Clock()
+    with delivery(db, "json://127.0.0.1:9/unused", clock=clock) as (al, d):
+        d.repeat_interval = timedelta(hours=4)
+        process(db, al, template_status(4, "APPROVED", T0), clock=clock)
+        assert process(db, al, template_status(4, "PAUSED", T0 + 5), clock=clock) == 1
+        d.run_once()
+        clock.now += timedelta(hours=3)
+        d._next_repeat_check = None
+        d.run_once()
+        assert len(outbox(db)) == 1
+        clock.now += timedelta(hours=1, minutes=1)
+        d._next_repeat_check = None
+        d.run_once()
+        notes = outbox(db)
+        assert len(notes) == 2 and notes[1]["payload"]["repeat"] is True
+        assert notes[0]["idempotency_key"] != notes[1]["idempotency_key"]
+        process(db, al, template_status(4, "APPROVED", T0 + 99_000), clock=clock)
+        clock.now += timedelta(hours=5)
+        d._next_repeat_check = None
+        d.run_once()
+    assert [n["status"] for n in outbox(db)] == ["firing", "firing", "resolved"]
+
+
+def test_monitoring_health_quarantine_and_silent_wabas(db: Database) -> None:
+    clock = Clock()
+    waba = "102290129340398"  # the WABA of the builders' payloads
+    with delivery(db, "json://127.0.0.1:9/unused", clock=clock) as (al, d):
+        d.alerting, d.webhook_silence = al, timedelta(hours=1)
+        watch.ensure_configured(db, [waba], NOW)
+        process(db, al, template_status(1, "APPROVED", T0), clock=clock)  # heard at NOW
+        with db.write(priority=True) as conn:
+            inbox.insert_bodies(conn, [(b"{not json", NOW)])
+        Processor(db, clock=clock, alerting=al).drain()
+        d.run_once()
+        assert {a["rule"] for a in alerts(db, "firing")} == {"quarantine"}
+        clock.now += timedelta(hours=2)
+        d._next_repeat_check = None
+        d.run_once()
+        firing = {a["rule"]: a for a in alerts(db, "firing")}
+        assert set(firing) == {"quarantine", "no_webhooks"}
+        assert firing["no_webhooks"]["labels"]["waba_id"] == waba
+        assert "1 payload part(s) quarantined" in firing["quarantine"]["summary"]
+        with db.write() as conn:  # the WABA speaks again; the quarantined part is dealt with
+            conn.execute(
+                update(schema.wabas)
+                .where(schema.wabas.c.id == waba)
+                .values(last_webhook_at=clock.now)
+            )
+            conn.execute(update(schema.quarantine).values(resolved_at=clock.now))
+        clock.now += timedelta(minutes=2)
+        d.run_once()
+    assert alerts(db, "firing") == []

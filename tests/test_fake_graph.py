@@ -378,30 +378,32 @@ def test_rate_limit_until_a_clock_time(graph: Graph) -> None:
 # -- faults ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("fault", "status", "code"),
-    [
-        (Fault.RATE_LIMIT, 400, 80007),
-        (Fault.APP_RATE_LIMIT, 400, 4),
-        (Fault.EXPIRED_TOKEN, 401, 190),
-        (Fault.PERMISSION, 403, 200),
-        (Fault.SERVER_ERROR, 500, 2),
-        (Fault.TRANSIENT, 500, 131000),
-        (Fault.NOT_FOUND, 400, 100),
-    ],
-)
-def test_injected_graph_errors(graph: Graph, fault: Fault, status: int, code: int) -> None:
-    graph.fake.inject(fault)
-    response = graph.get(f"{graph.waba.id}/message_templates")
-    assert response.status_code == status
-    body = error(response)
-    assert body["code"] == code
-    assert body["is_transient"] is (fault is Fault.SERVER_ERROR or fault is Fault.TRANSIENT)
-    if fault is Fault.EXPIRED_TOKEN:
-        assert "Session has expired" in body["message"]
-    if fault is Fault.RATE_LIMIT:
-        assert business_usage(response)["estimated_time_to_regain_access"] >= 1
-    assert graph.get(f"{graph.waba.id}/message_templates").status_code == 200
+INJECTED_ERRORS = [  # fault, HTTP status, Graph error code
+    (Fault.RATE_LIMIT, 400, 80007),
+    (Fault.APP_RATE_LIMIT, 400, 4),
+    (Fault.EXPIRED_TOKEN, 401, 190),
+    (Fault.PERMISSION, 403, 200),
+    (Fault.SERVER_ERROR, 500, 2),
+    (Fault.TRANSIENT, 500, 131000),
+    (Fault.NOT_FOUND, 400, 100),
+]
+
+
+def test_injected_graph_errors_once_each(graph: Graph) -> None:
+    path = f"{graph.waba.id}/message_templates"
+    for fault, status, code in INJECTED_ERRORS:
+        graph.fake.inject(fault)
+        response = graph.get(path)
+        assert response.status_code == status, fault
+        body = error(response)
+        assert body["code"] == code, fault
+        assert body["is_transient"] is (fault in (Fault.SERVER_ERROR, Fault.TRANSIENT)), fault
+        if fault is Fault.EXPIRED_TOKEN:
+            assert "Session has expired" in body["message"]
+        if fault is Fault.RATE_LIMIT:
+            assert business_usage(response)["estimated_time_to_regain_access"] >= 1
+        assert graph.get(path).status_code == 200, fault  # used up
+    assert "X-Business-Use-Case-Usage" in response.headers
 
 
 def test_bad_gateway_is_html(graph: Graph) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from builders import entry, envelope, template_status
 from conftest import make_settings
+from waquality.alerting.book import alerts
 from waquality.domain.enums import PollState, Source, SubjectKind, WatchOrigin
 from waquality.graph.client import GraphClient
 from waquality.graph.fake import FakeGraph, Fault, Scenario, serve
@@ -217,6 +218,25 @@ def test_an_expired_token_stops_polling_that_waba_until_the_token_changes(rig: R
     rig.poller.tick()
     [w] = watch.watched(rig.db, [first])
     assert w.poll_state is PollState.OK
+
+
+def test_polling_that_stops_or_keeps_failing_raises_an_alert(rig: Rig) -> None:
+    first, second, _ = rig.scenario.wabas
+    rig.fake.inject(Fault.EXPIRED_TOKEN, match=first, times=100)
+    rig.fake.inject(Fault.BAD_GATEWAY, match=second, times=1000)
+    for _ in range(3):
+        rig.round()
+        rig.clock.advance(minutes=6)
+    polling = [a for a in alerts(rig.db, limit=10_000) if a["rule"] == "polling_failed"]
+    firing = {a["labels"]["waba_id"]: a for a in polling if a["state"] == "firing"}
+    assert set(firing) == {first, second}
+    assert firing[first]["severity"] == "critical" and "polling stopped" in firing[first]["summary"]
+    assert firing[second]["severity"] == "warning" and "3 polls failed" in firing[second]["summary"]
+    rig.fake.clear_faults()
+    watch.add(rig.db, first, rig.scenario.wabas[first].token, rig.clock.now)
+    rig.round()
+    polling = [a for a in alerts(rig.db, limit=10_000) if a["rule"] == "polling_failed"]
+    assert [a["state"] for a in polling] == ["resolved", "resolved"]
 
 
 @pytest.mark.parametrize(

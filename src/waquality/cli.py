@@ -224,6 +224,83 @@ def wabas_remove(waba_id: str) -> None:
     click.echo(f"WABA {waba_id} removed")
 
 
+@main.command()
+@click.option("--state", type=click.Choice(["firing", "resolved"]), help="Only these.")
+@click.option("--limit", default=50, show_default=True)
+def alerts(state: str | None, limit: int) -> None:
+    """Alerts, latest change first."""
+    from waquality.alerting import book
+
+    with _runtime() as runtime:
+        found = _run(lambda: book.alerts(runtime.db, state, limit))
+    if not found:
+        click.echo("no alerts")
+    for alert in found:
+        when = alert["resolved_at"] or alert["started_at"]
+        click.echo(
+            f"{alert['state']:8} {alert['severity']:8} {when:%Y-%m-%d %H:%M:%S}Z {alert['summary']}"
+        )
+
+
+@main.group()
+def silence() -> None:
+    """Silence alerts for a while."""
+
+
+@silence.command("add")
+@click.option("--match", "matchers", multiple=True, required=True, help="LABEL=VALUE, repeatable.")
+@click.option("--for", "duration", required=True, help="How long: 30m, 2h, 7d.")
+@click.option("--comment", default="", help="Why.")
+def silence_add(matchers: tuple[str, ...], duration: str, comment: str) -> None:
+    """Silence the alerts whose labels match all of --match."""
+    from waquality.alerting import book
+    from waquality.config import parse_duration
+    from waquality.process.worker import utcnow
+
+    pairs = [m.split("=", 1) for m in matchers]
+    if any(len(p) != 2 or not p[0] for p in pairs):
+        raise click.ClickException("--match takes LABEL=VALUE")
+    try:
+        length = parse_duration(duration)
+    except ValueError as exc:
+        raise click.ClickException(f"--for: {exc}") from None
+    now = utcnow()
+    with _runtime() as runtime:
+        row = _run(lambda: book.add_silence(runtime.db, dict(pairs), comment, now + length, now))
+    click.echo(f"silence {row['id']} until {row['expires_at']:%Y-%m-%d %H:%M:%S}Z")
+
+
+@silence.command("list")
+@click.option("--all", "include_expired", is_flag=True, help="Include expired silences.")
+def silence_list(include_expired: bool) -> None:
+    """Active silences."""
+    from waquality.alerting import book
+    from waquality.process.worker import utcnow
+
+    with _runtime() as runtime:
+        found = _run(lambda: book.silences(runtime.db, utcnow(), include_expired=include_expired))
+    if not found:
+        click.echo("no silences")
+    for row in found:
+        match = ",".join(f"{k}={v}" for k, v in sorted(row["matchers"].items()))
+        click.echo(
+            f"{row['id']:5} until {row['expires_at']:%Y-%m-%d %H:%M:%S}Z {match} {row['comment']}"
+        )
+
+
+@silence.command("expire")
+@click.argument("silence_id", type=int)
+def silence_expire(silence_id: int) -> None:
+    """End a silence now."""
+    from waquality.alerting import book
+    from waquality.process.worker import utcnow
+
+    with _runtime() as runtime:
+        if not _run(lambda: book.expire_silence(runtime.db, silence_id, utcnow())):
+            raise click.ClickException(f"no active silence {silence_id}")
+    click.echo(f"silence {silence_id} expired")
+
+
 @main.group()
 def db() -> None:
     """Database schema commands."""

@@ -159,6 +159,13 @@ class Settings(BaseModel):
         description="Where every alert goes: Apprise URLs (slack://, mailto://, json://, ...) "
         "or webhook+https://... for the structured JSON webhook; spaces or commas between.",
     )
+    alert_repeat_interval: Duration = Field(
+        timedelta(hours=4), description="A firing alert is notified again after this long."
+    )
+    webhook_silence_alert: Duration | None = Field(
+        None,
+        description="Alert when a watched WABA sends no webhook for this long (unset: never).",
+    )
     public_url: str | None = Field(
         None, description="This instance's address as people reach it, for links in alerts."
     )

@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from waquality.alerting.rules import Signal, evaluate, fingerprint
 from waquality.store import schema
@@ -49,6 +49,19 @@ class Alerting:
         if self.on_queued is not None:
             self.on_queued()
 
+    def signal(self, db: Database, signals: Sequence[Timed], now: datetime) -> int:
+        """Record signals that come from no state change (monitoring health), in a transaction
+        of their own."""
+        with db.write() as conn:
+            count = record(db, conn, signals, now, self.receivers, self.public_url)
+        if count:
+            self.queued()
+        return count
+
+
+# Alerts of these rules mute the other alerts of their WABA (a restricted account explains them).
+INHIBITORS = frozenset({"account_restricted", "account_banned"})
+
 
 def record(
     db: Database,
@@ -66,49 +79,136 @@ def record(
         return 0
     query = select(a).where(a.c.fingerprint.in_(sorted(latest))).with_for_update()
     existing = {row.fingerprint: row for row in conn.execute(query)}
-    outbox: list[dict[str, Any]] = []
+    changed: list[tuple[str, dict[str, Any]]] = []
     for key, timed in sorted(latest.items()):
-        s, row = timed.signal, existing.get(key)
-        firing_now = row is not None and row.state == AlertState.FIRING
-        if s.firing:
-            escalated = firing_now and row is not None and s.severity.value != row.severity
-            if firing_now and not escalated:
-                continue
-            values = {
-                "rule": s.rule,
-                "labels": s.labels,
-                "severity": s.severity.value,
-                "state": AlertState.FIRING,
-                "summary": s.summary,
-                "description": s.description,
-                "started_at": row.started_at if firing_now and row is not None else timed.at,
-                "resolved_at": None,
-                "updated_at": now,
-            }
-        elif firing_now and row is not None:
-            values = {
-                "state": AlertState.RESOLVED,
-                "summary": s.summary,
-                "resolved_at": timed.at,
-                "updated_at": now,
-                "started_at": row.started_at,
-                "severity": row.severity,
-                "labels": row.labels,
-                "description": row.description,
-            }
-        else:
+        values = _transition(timed, existing.get(key), now)
+        if values is None:
             continue
-        if row is None:
-            conn.execute(a.insert().values(fingerprint=key, **values))
-        else:
+        if key in existing:
             conn.execute(update(a).where(a.c.fingerprint == key).values(**values))
+        else:
+            statement = db.insert(a).on_conflict_do_nothing(index_elements=[a.c.fingerprint])
+            conn.execute(statement, [{"fingerprint": key, **values}])
+        changed.append((key, values))
+    mute = Muting.load(conn, now)
+    outbox: list[dict[str, Any]] = []
+    for key, values in changed:
+        if mute.muted(values["rule"], values["labels"]):
+            continue
+        if values["state"] == AlertState.RESOLVED and not _was_notified(conn, key):
+            continue
         payload = _payload(key, values, public_url)
-        for receiver in receivers:
-            outbox.append(_notification(key, receiver, payload, now))
+        outbox += [_notification(key, receiver, payload, now) for receiver in receivers]
+    return _queue(db, conn, outbox)
+
+
+def _transition(timed: Timed, row: Any, now: datetime) -> dict[str, Any] | None:
+    """The alert's new row, or ``None`` when the signal changes nothing worth telling."""
+    s = timed.signal
+    firing_now = row is not None and row.state == AlertState.FIRING
+    if s.firing:
+        if firing_now and s.severity.value == row.severity:
+            return None  # still firing: repeats are the dispatcher's business
+        return {
+            "rule": s.rule,
+            "labels": s.labels,
+            "severity": s.severity.value,
+            "state": AlertState.FIRING,
+            "summary": s.summary,
+            "description": s.description,
+            "started_at": row.started_at if firing_now else timed.at,
+            "resolved_at": None,
+            "updated_at": now,
+        }
+    if not firing_now:
+        return None
+    return {
+        "rule": row.rule,
+        "labels": row.labels,
+        "severity": row.severity,
+        "state": AlertState.RESOLVED,
+        "summary": s.summary,
+        "description": row.description,
+        "started_at": row.started_at,
+        "resolved_at": timed.at,
+        "updated_at": now,
+    }
+
+
+def _was_notified(conn: Connection, key: str) -> bool:
+    query = select(n.c.id).where(n.c.fingerprint == key, n.c.status == AlertState.FIRING)
+    return conn.execute(query.limit(1)).first() is not None
+
+
+def _queue(db: Database, conn: Connection, outbox: list[dict[str, Any]]) -> int:
     if outbox:  # the same notification twice (a replay) is one
         statement = db.insert(n).on_conflict_do_nothing(index_elements=[n.c.idempotency_key])
         conn.execute(statement, outbox)
     return len(outbox)
+
+
+@dataclass(frozen=True, slots=True)
+class Muting:
+    """Active silences and the WABAs whose account alerts inhibit the rest."""
+
+    silences: tuple[dict[str, str], ...]
+    inhibited_wabas: frozenset[str]
+
+    @classmethod
+    def load(cls, conn: Connection, now: datetime) -> Muting:
+        active = conn.execute(
+            select(schema.silences.c.matchers).where(schema.silences.c.expires_at > now)
+        )
+        inhibitors = conn.execute(
+            select(a.c.labels).where(
+                a.c.state == AlertState.FIRING, a.c.rule.in_(sorted(INHIBITORS))
+            )
+        )
+        wabas = frozenset(
+            str(labels.get("waba_id")) for (labels,) in inhibitors if labels.get("waba_id")
+        )
+        return cls(tuple(dict(m) for (m,) in active), wabas)
+
+    def muted(self, rule: str, labels: dict[str, Any]) -> bool:
+        if any(all(labels.get(k) == v for k, v in m.items()) for m in self.silences):
+            return True
+        return rule not in INHIBITORS and labels.get("waba_id") in self.inhibited_wabas
+
+
+def repeat_due(
+    db: Database,
+    now: datetime,
+    repeat_interval: timedelta,
+    receivers: Sequence[str],
+    public_url: str | None = None,
+) -> int:
+    """Notify firing alerts again once ``repeat_interval`` passed since their last notification."""
+    if not receivers:
+        return 0
+    last = (
+        select(n.c.fingerprint, func.max(n.c.created_at).label("last"))
+        .group_by(n.c.fingerprint)
+        .subquery()
+    )
+    query = (
+        select(a, last.c.last)
+        .join(last, last.c.fingerprint == a.c.fingerprint)
+        .where(a.c.state == AlertState.FIRING, last.c.last <= now - repeat_interval)
+    )
+    with db.write() as conn:
+        due = list(conn.execute(query).mappings())
+        mute = Muting.load(conn, now)
+        outbox: list[dict[str, Any]] = []
+        for row in due:
+            values = dict(row)
+            if mute.muted(values["rule"], values["labels"]):
+                continue
+            payload = {**_payload(values["fingerprint"], values, public_url), "repeat": True}
+            outbox += [
+                _notification(values["fingerprint"], r, payload, now, repeat_at=now)
+                for r in receivers
+            ]
+        return _queue(db, conn, outbox)
 
 
 def _payload(key: str, values: dict[str, Any], public_url: str | None) -> dict[str, Any]:
@@ -134,9 +234,16 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _notification(
-    key: str, receiver: str, payload: dict[str, Any], now: datetime
+    key: str,
+    receiver: str,
+    payload: dict[str, Any],
+    now: datetime,
+    *,
+    repeat_at: datetime | None = None,
 ) -> dict[str, Any]:
     moment = payload["endsAt"] if payload["status"] == AlertState.RESOLVED else payload["startsAt"]
+    if repeat_at is not None:
+        moment = f"repeat {repeat_at.isoformat()}"
     identity = f"{key}|{receiver}|{payload['status']}|{payload['severity']}|{moment}"
     return {
         "fingerprint": key,
@@ -165,3 +272,33 @@ def notifications(db: Database, limit: int = 100) -> list[dict[str, Any]]:
     query = select(n).order_by(n.c.id.desc()).limit(limit)
     with db.read() as conn:
         return [dict(row) for row in conn.execute(query).mappings()]
+
+
+# -- silences ------------------------------------------------------------------------------------
+
+
+def add_silence(
+    db: Database, matchers: dict[str, str], comment: str, expires_at: datetime, now: datetime
+) -> dict[str, Any]:
+    row = {"matchers": matchers, "comment": comment, "created_at": now, "expires_at": expires_at}
+    with db.write() as conn:
+        new_id = conn.execute(schema.silences.insert().returning(schema.silences.c.id), [row])
+        return {"id": new_id.scalar_one(), **row}
+
+
+def silences(db: Database, now: datetime, *, include_expired: bool = False) -> list[dict[str, Any]]:
+    t = schema.silences
+    query = select(t).order_by(t.c.id.desc())
+    if not include_expired:
+        query = query.where(t.c.expires_at > now)
+    with db.read() as conn:
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def expire_silence(db: Database, silence_id: int, now: datetime) -> bool:
+    t = schema.silences
+    with db.write() as conn:
+        result = conn.execute(
+            update(t).where(t.c.id == silence_id, t.c.expires_at > now).values(expires_at=now)
+        )
+        return bool(result.rowcount)

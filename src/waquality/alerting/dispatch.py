@@ -16,9 +16,11 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from waquality.alerting import rules
+from waquality.alerting.book import Alerting, Timed, repeat_due
 from waquality.alerting.channels import Channel, DeliveryError
 from waquality.errors import StoreUnavailable
-from waquality.store import schema
+from waquality.store import inbox, schema
 from waquality.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ n = schema.notifications
 BATCH = 100
 FIRST_RETRY = timedelta(seconds=1)
 MAX_RETRY = timedelta(minutes=5)
+REPEAT_CHECK = timedelta(minutes=1)
 
 
 def utcnow() -> datetime:
@@ -40,9 +43,31 @@ class Dispatcher:
         *,
         clock: Callable[[], datetime] = utcnow,
         give_up_after: timedelta = timedelta(days=1),
+        repeat_interval: timedelta = timedelta(hours=4),
+        public_url: str | None = None,
+        alerting: Alerting | None = None,
+        webhook_silence: timedelta | None = None,
     ) -> None:
+        self.alerting, self.webhook_silence = alerting, webhook_silence
         self.db, self.receivers, self.clock = db, receivers, clock
-        self.give_up_after = give_up_after
+        self.give_up_after, self.repeat_interval = give_up_after, repeat_interval
+        self.public_url = public_url
+        self._next_repeat_check: datetime | None = None
+
+    def _check_health(self, now: datetime) -> None:
+        """Monitoring-health alerts: silent WABAs, quarantined payloads."""
+        if self.alerting is None:
+            return
+        signals = rules.quarantine(inbox.counts(self.db)["quarantined"])
+        if self.webhook_silence is not None:
+            w, watched = schema.wabas, schema.watched_wabas
+            query = select(watched.c.waba_id, w.c.last_webhook_at).join_from(
+                watched, w, w.c.id == watched.c.waba_id, isouter=True
+            )
+            with self.db.read() as conn:
+                for waba_id, last in conn.execute(query):
+                    signals += rules.webhook_silence(waba_id, last, now, self.webhook_silence)
+        self.alerting.signal(self.db, [Timed(s, now) for s in signals], now)
 
     def close(self) -> None:
         for channel in self.receivers.values():
@@ -51,6 +76,10 @@ class Dispatcher:
     def run_once(self) -> int:
         """Send what is due; returns how many were sent."""
         now = self.clock()
+        if self._next_repeat_check is None or now >= self._next_repeat_check:
+            self._check_health(now)
+            repeat_due(self.db, now, self.repeat_interval, list(self.receivers), self.public_url)
+            self._next_repeat_check = now + REPEAT_CHECK
         query = (
             select(n)
             .where(n.c.state == "pending", n.c.next_attempt_at <= now)

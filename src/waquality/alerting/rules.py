@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -244,6 +245,70 @@ def waba_restriction(change: Changed) -> list[Signal]:
             )
         ]
     return []
+
+
+FAILURES_TO_ALERT = 3  # failed polls in a row before a (transient) failure is worth an alert
+
+
+def polling(waba_id: str, state: str, failures: int, error: str | None) -> list[Signal]:
+    """Monitoring health: is this WABA still being read?"""
+    labels = {"waba_id": waba_id}
+    who = f"WABA {waba_id}"
+    if state == "ok":
+        return [_signal("polling_failed", labels, False, Severity.CRITICAL, f"{who}: polled again")]
+    if state == "auth_failed":
+        return [
+            _signal(
+                "polling_failed",
+                labels,
+                True,
+                Severity.CRITICAL,
+                f"{who}: polling stopped: {error}",
+                "The access token expired or lost its permission. Give a new one "
+                "(POST /api/v1/watched-wabas, or `waquality wabas add ID --token-file F`).",
+            )
+        ]
+    if state == "failing" and failures >= FAILURES_TO_ALERT:
+        summary = f"{who}: {failures} polls failed in a row: {error}"
+        return [_signal("polling_failed", labels, True, Severity.WARNING, summary)]
+    return []
+
+
+def webhook_silence(
+    waba_id: str, last: datetime | None, now: datetime, limit: timedelta
+) -> list[Signal]:
+    """Monitoring health: a watched WABA that has sent no webhook for longer than ``limit``."""
+    labels = {"waba_id": waba_id}
+    who = f"WABA {waba_id}"
+    if last is not None and now - last <= limit:
+        return [_signal("no_webhooks", labels, False, Severity.WARNING, f"{who}: webhooks again")]
+    since = f"since {last:%Y-%m-%d %H:%M} UTC" if last else "ever"
+    return [
+        _signal(
+            "no_webhooks",
+            labels,
+            True,
+            Severity.WARNING,
+            f"{who}: no webhook {since}",
+            "Check the app's subscription (GET /{WABA_ID}/subscribed_apps) and the callback URL.",
+        )
+    ]
+
+
+def quarantine(open_items: int) -> list[Signal]:
+    """Monitoring health: payloads that could not be parsed are waiting to be looked at."""
+    if not open_items:
+        return [_signal("quarantine", {}, False, Severity.WARNING, "quarantine empty")]
+    return [
+        _signal(
+            "quarantine",
+            {},
+            True,
+            Severity.WARNING,
+            f"{open_items} payload part(s) quarantined",
+            "See `waquality quarantine`; after a fix, `waquality reprocess` replays them.",
+        )
+    ]
 
 
 RULES: tuple[Callable[[Changed], list[Signal]], ...] = (

@@ -22,14 +22,17 @@ from waquality.api.schemas import (
     PhoneNumber,
     QuarantineDetail,
     QuarantineItem,
+    SilenceOut,
+    SilenceRequest,
     Status,
     Template,
     Waba,
     WatchedWaba,
     WatchRequest,
 )
+from waquality.config import parse_duration
 from waquality.domain.enums import SubjectKind, WatchOrigin
-from waquality.errors import Conflict, NotFound
+from waquality.errors import BadRequest, Conflict, NotFound
 from waquality.store import inbox, queries, schema, watch
 from waquality.store.database import Database
 
@@ -236,6 +239,30 @@ def list_alerts(
 )
 def list_notifications(db: Db, limit: Limit = 100) -> list[dict[str, Any]]:
     return book.notifications(db, limit)
+
+
+@router.get("/silences", response_model=list[SilenceOut], summary="Silences, newest first")
+def list_silences(db: Db, include_expired: bool = False) -> list[dict[str, Any]]:
+    return book.silences(db, utcnow(), include_expired=include_expired)
+
+
+@router.post("/silences", response_model=SilenceOut, status_code=201, summary="Silence alerts")
+def add_silence(db: Db, request: SilenceRequest) -> dict[str, Any]:
+    try:
+        duration = parse_duration(request.duration)
+    except ValueError as exc:
+        raise BadRequest(f"duration: {exc}") from None
+    if duration.total_seconds() <= 0:
+        raise BadRequest("duration: must be more than zero")
+    now = utcnow()
+    return book.add_silence(db, request.matchers, request.comment, now + duration, now)
+
+
+@router.delete("/silences/{silence_id}", status_code=204, summary="Expire a silence now")
+def expire_silence(db: Db, silence_id: int) -> Response:
+    if not book.expire_silence(db, silence_id, utcnow()):
+        raise NotFound(f"no active silence {silence_id}")
+    return Response(status_code=204)
 
 
 @router.get("/businesses", response_model=ListPage[Business], summary="Business portfolios")

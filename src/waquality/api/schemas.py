@@ -133,6 +133,20 @@ class NotificationOut(BaseModel):
     idempotency_key: str
 
 
+class SilenceOut(BaseModel):
+    id: int
+    matchers: dict[str, str] = Field(description="An alert is silenced when all labels match.")
+    comment: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class SilenceRequest(BaseModel):
+    matchers: dict[str, str] = Field(min_length=1, examples=[{"waba_id": "104996122399160"}])
+    comment: str = Field("", max_length=1000)
+    duration: str = Field(description="How long it lasts: 30m, 2h, 7d or seconds.")
+
+
 class Business(BaseModel):
     id: str
     messaging_limit: str | None

@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from waquality.alerting.book import Alerting
+from waquality.alerting import rules
+from waquality.alerting.book import Alerting, Timed
 from waquality.config import Settings
 from waquality.domain.enums import PollState, Source, SubjectKind, WatchOrigin
 from waquality.domain.events import PhoneJoin
@@ -211,6 +212,9 @@ class Poller:
         )
         if report.error:
             log.warning("polling WABA %s: %s (%s)", w.waba_id, report.error, report.state.value)
+        failures = 0 if report.state is PollState.OK else w.failures + 1
+        signals = rules.polling(w.waba_id, report.state.value, failures, report.error)
+        self.alerting.signal(self.db, [Timed(s, now) for s in signals], now)
         return report
 
     def _read_waba(self, waba_id: str, token: str, read: _Read, now: datetime) -> None:

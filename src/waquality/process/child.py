@@ -107,8 +107,16 @@ def _child_main(
         gate=gate,
     )
     receivers = channels([url.get_secret_value() for url in settings.alert_urls])
-    delivery = DispatchLoop(Dispatcher(db, receivers))
+    dispatcher = Dispatcher(
+        db,
+        receivers,
+        repeat_interval=settings.alert_repeat_interval,
+        public_url=settings.public_url,
+        webhook_silence=settings.webhook_silence_alert,
+    )
+    delivery = DispatchLoop(dispatcher)
     alerting = Alerting(tuple(receivers), settings.public_url, delivery.wake.set)
+    dispatcher.alerting = alerting
     workers = [
         BackgroundWorker(
             Processor(

@@ -305,6 +305,16 @@ notifications = Table(
     Index("ix_notifications_fingerprint", "fingerprint"),
 )
 
+silences = Table(
+    "silences",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("matchers", Json, nullable=False),  # label → value; an alert matches all of them
+    Column("comment", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
 history = Table(
     "history",
     metadata,

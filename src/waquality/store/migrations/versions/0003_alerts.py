@@ -1,4 +1,4 @@
-"""alerts and the notification outbox
+"""alerts, the notification outbox and silences
 
 Revision ID: 0003
 Revises: 0002
@@ -66,8 +66,24 @@ def upgrade() -> None:
             postgresql_where=sa.text("state = 'pending'"),
         )
 
+    op.create_table(
+        "silences",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("matchers", sa.JSON(), nullable=False),
+        sa.Column("comment", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_silences")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("silences")
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.drop_index(
             "ix_notifications_pending",
