@@ -269,3 +269,39 @@ def test_monitoring_health_quarantine_and_silent_wabas(db: Database) -> None:
         clock.now += timedelta(minutes=2)
         d.run_once()
     assert alerts(db, "firing") == []
+
+
+def test_warnings_are_grouped_and_critical_alerts_go_at_once(db: Database) -> None:
+    clock = Clock()
+
+    def yellow(template_id: int, at: int) -> dict[str, Any]:
+        value = {"message_template_id": template_id, "new_quality_score": "YELLOW"}
+        return entry("message_template_quality_update", value, time=at)
+
+    with (
+        receiving(Receiver()) as r,
+        delivery(db, f"webhook+http://{r.url}/alerts", clock=clock) as (al, d),
+    ):
+        process(db, al, *(template_status(i, "APPROVED", T0) for i in range(1, 6)), clock=clock)
+        process(db, al, yellow(1, T0 + 1), yellow(2, T0 + 2), clock=clock)
+        process(db, al, template_status(5, "PAUSED", T0 + 3), clock=clock)
+        clock.now += timedelta(seconds=10)
+        process(db, al, yellow(3, T0 + 4), clock=clock)
+        assert d.run_once() == 1  # the critical one, alone and at once
+        [critical] = r.wait(1)
+        assert [a["labels"]["rule"] for a in critical.body["alerts"]] == ["template_status"]
+        clock.now = NOW + timedelta(seconds=31)
+        assert d.run_once() == 3  # group_wait over: the three warnings in one message
+        grouped = r.wait(2)[1].body
+        assert sorted(a["labels"]["template_id"] for a in grouped["alerts"]) == ["1", "2", "3"]
+        assert grouped["commonLabels"] == {
+            "rule": "template_quality",
+            "waba_id": "102290129340398",
+            "severity": "warning",
+        }
+        process(db, al, yellow(4, T0 + 5), clock=clock)
+        clock.now += timedelta(minutes=1)
+        assert d.run_once() == 0  # the group spoke less than group_interval ago
+        clock.now = NOW + timedelta(seconds=31) + timedelta(minutes=5)
+        assert d.run_once() == 1
+        assert [a["labels"]["template_id"] for a in r.wait(3)[2].body["alerts"]] == ["4"]

@@ -71,6 +71,7 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 SecretList = Annotated[list[SecretStr], BeforeValidator(_split_list)]
 IdList = Annotated[list[str], BeforeValidator(_split_list)]
 UrlList = Annotated[list[SecretStr], BeforeValidator(_split_urls)]
+IdLabels = Annotated[list[str], BeforeValidator(_split_list)]
 
 
 class Settings(BaseModel):
@@ -161,6 +162,16 @@ class Settings(BaseModel):
     )
     alert_repeat_interval: Duration = Field(
         timedelta(hours=4), description="A firing alert is notified again after this long."
+    )
+    alert_group_by: IdLabels = Field(
+        default_factory=lambda: ["rule", "waba_id"],
+        description="Labels that group warnings into one notification (critical ones go alone).",
+    )
+    alert_group_wait: Duration = Field(
+        timedelta(seconds=30), description="How long a new group of warnings waits for more."
+    )
+    alert_group_interval: Duration = Field(
+        timedelta(minutes=5), description="Least time between two notifications of one group."
     )
     webhook_silence_alert: Duration | None = Field(
         None,

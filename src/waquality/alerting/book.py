@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
-from waquality.alerting.rules import Signal, evaluate, fingerprint
+from waquality.alerting.rules import Severity, Signal, evaluate, fingerprint
 from waquality.store import schema
 from waquality.store.database import Database
 from waquality.store.state import Changed
@@ -38,12 +38,15 @@ class Alerting:
     receivers: tuple[str, ...] = ()
     public_url: str | None = None
     on_queued: Callable[[], None] | None = None
+    group_by: tuple[str, ...] = ("rule", "waba_id")
+    group_wait: timedelta = timedelta(seconds=30)
+    group_interval: timedelta = timedelta(minutes=5)
 
     def apply(
         self, db: Database, conn: Connection, changes: Sequence[Changed], now: datetime
     ) -> int:
         signals = [Timed(signal, change.at) for change in changes for signal in evaluate([change])]
-        return record(db, conn, signals, now, self.receivers, self.public_url)
+        return record(db, conn, signals, now, self)
 
     def queued(self) -> None:
         if self.on_queued is not None:
@@ -53,7 +56,7 @@ class Alerting:
         """Record signals that come from no state change (monitoring health), in a transaction
         of their own."""
         with db.write() as conn:
-            count = record(db, conn, signals, now, self.receivers, self.public_url)
+            count = record(db, conn, signals, now, self)
         if count:
             self.queued()
         return count
@@ -64,12 +67,7 @@ INHIBITORS = frozenset({"account_restricted", "account_banned"})
 
 
 def record(
-    db: Database,
-    conn: Connection,
-    signals: Sequence[Timed],
-    now: datetime,
-    receivers: Sequence[str],
-    public_url: str | None = None,
+    db: Database, conn: Connection, signals: Sequence[Timed], now: datetime, alerting: Alerting
 ) -> int:
     """Apply the signals of one batch; returns how many notifications were queued."""
     latest: dict[str, Timed] = {}
@@ -97,9 +95,46 @@ def record(
             continue
         if values["state"] == AlertState.RESOLVED and not _was_notified(conn, key):
             continue
-        payload = _payload(key, values, public_url)
-        outbox += [_notification(key, receiver, payload, now) for receiver in receivers]
+        payload = _payload(key, values, alerting.public_url)
+        for receiver in alerting.receivers:
+            note = _notification(key, receiver, payload, now)
+            if values["severity"] != Severity.CRITICAL.value:  # warnings wait for their group
+                _group(conn, note, values["labels"], alerting, now)
+            outbox.append(note)
     return _queue(db, conn, outbox)
+
+
+def _group(
+    conn: Connection,
+    note: dict[str, Any],
+    labels: dict[str, Any],
+    alerting: Alerting,
+    now: datetime,
+) -> None:
+    """Hold a warning for its group: it joins the group's held message; else it waits
+    ``group_wait`` for a new group, or until ``group_interval`` after the group's last one."""
+    values = "|".join(f"{k}={labels.get(k, '')}" for k in alerting.group_by)
+    key = hashlib.sha256(f"{note['receiver']}|{values}".encode()).hexdigest()
+    waiting = conn.execute(
+        select(func.min(n.c.next_attempt_at)).where(n.c.group_key == key, n.c.state == "pending")
+    ).scalar()
+    last = conn.execute(
+        select(func.max(n.c.sent_at)).where(n.c.group_key == key, n.c.state == "sent")
+    ).scalar()
+    if waiting is not None:  # join the group's message that is being held
+        due = max(now, _aware(waiting))
+    elif last is not None:
+        due = max(now, _aware(last) + alerting.group_interval)
+    else:
+        due = now + alerting.group_wait
+    note.update(group_key=key, next_attempt_at=due)
+
+
+def _aware(value: datetime) -> datetime:
+    """Aggregates lose the column type on SQLite: read them back as aware UTC datetimes."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _transition(timed: Timed, row: Any, now: datetime) -> dict[str, Any] | None:
@@ -175,14 +210,9 @@ class Muting:
         return rule not in INHIBITORS and labels.get("waba_id") in self.inhibited_wabas
 
 
-def repeat_due(
-    db: Database,
-    now: datetime,
-    repeat_interval: timedelta,
-    receivers: Sequence[str],
-    public_url: str | None = None,
-) -> int:
+def repeat_due(db: Database, now: datetime, repeat_interval: timedelta, alerting: Alerting) -> int:
     """Notify firing alerts again once ``repeat_interval`` passed since their last notification."""
+    receivers, public_url = alerting.receivers, alerting.public_url
     if not receivers:
         return 0
     last = (
@@ -254,6 +284,7 @@ def _notification(
         "state": "pending",
         "attempts": 0,
         "next_attempt_at": now,
+        "group_key": None,
         "created_at": now,
     }
 

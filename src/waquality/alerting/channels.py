@@ -22,7 +22,9 @@ class DeliveryError(Exception):
 
 
 class Channel(Protocol):
-    def send(self, payload: Mapping[str, Any], idempotency_key: str) -> None: ...
+    def send(self, payloads: Sequence[Mapping[str, Any]], idempotency_key: str) -> None:
+        """Deliver one message about one alert or a group of them."""
+
     def close(self) -> None: ...
 
 
@@ -32,12 +34,31 @@ def receiver_name(url: str) -> str:
     return f"{scheme}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
-def title(payload: Mapping[str, Any]) -> str:
-    state = "RESOLVED" if payload["status"] == "resolved" else str(payload["severity"]).upper()
-    return f"[{state}] {payload['summary']}"
+def _state(payload: Mapping[str, Any]) -> str:
+    return "RESOLVED" if payload["status"] == "resolved" else str(payload["severity"]).upper()
 
 
-def body(payload: Mapping[str, Any]) -> str:
+def title(payloads: Sequence[Mapping[str, Any]]) -> str:
+    if len(payloads) == 1:
+        return f"[{_state(payloads[0])}] {payloads[0]['summary']}"
+    firing = sum(p["status"] == "firing" for p in payloads)
+    resolved = len(payloads) - firing
+    counts = ", ".join(
+        part
+        for part in (
+            f"{firing} firing" if firing else "",
+            f"{resolved} resolved" if resolved else "",
+        )
+        if part
+    )
+    return f"[{_state(payloads[0])}] {len(payloads)} alerts ({counts})"
+
+
+def body(payloads: Sequence[Mapping[str, Any]]) -> str:
+    return "\n\n".join(_body(p) for p in payloads)
+
+
+def _body(payload: Mapping[str, Any]) -> str:
     lines = [str(payload["summary"])]
     if payload.get("description"):
         lines.append(str(payload["description"]))
@@ -60,26 +81,26 @@ class WebhookChannel:
     def close(self) -> None:
         self._http.close()
 
-    def send(self, payload: Mapping[str, Any], idempotency_key: str) -> None:
+    def send(self, payloads: Sequence[Mapping[str, Any]], idempotency_key: str) -> None:
+        labels = [{**p["labels"], "severity": p["severity"]} for p in payloads]
+        common = {k: v for k, v in labels[0].items() if all(x.get(k) == v for x in labels)}
         message = {
             "version": "4",
             "receiver": self.name,
-            "status": payload["status"],
+            "status": "firing" if any(p["status"] == "firing" for p in payloads) else "resolved",
             "alerts": [
                 {
-                    "status": payload["status"],
-                    "labels": {**payload["labels"], "severity": payload["severity"]},
-                    "annotations": {
-                        "summary": payload["summary"],
-                        "description": payload["description"],
-                    },
-                    "startsAt": payload["startsAt"],
-                    "endsAt": payload["endsAt"],
-                    "fingerprint": payload["fingerprint"],
-                    "generatorURL": payload.get("url"),
+                    "status": p["status"],
+                    "labels": x,
+                    "annotations": {"summary": p["summary"], "description": p["description"]},
+                    "startsAt": p["startsAt"],
+                    "endsAt": p["endsAt"],
+                    "fingerprint": p["fingerprint"],
+                    "generatorURL": p.get("url"),
                 }
+                for p, x in zip(payloads, labels, strict=True)
             ],
-            "commonLabels": payload["labels"],
+            "commonLabels": common,
         }
         headers = {
             "Idempotency-Key": idempotency_key,
@@ -102,7 +123,7 @@ class AppriseChannel:
     def close(self) -> None:
         """Apprise opens a session per notification: nothing stays open."""
 
-    def send(self, payload: Mapping[str, Any], idempotency_key: str) -> None:
+    def send(self, payloads: Sequence[Mapping[str, Any]], idempotency_key: str) -> None:
         url = self.url
         if urlsplit(url).scheme.lower() in _APPRISE_HEADER_SCHEMES:
             joiner = "&" if "?" in url else "?"
@@ -110,15 +131,15 @@ class AppriseChannel:
         notifier = apprise.Apprise()
         if not notifier.add(url):
             raise DeliveryError("Apprise does not understand this URL")
-        severity = payload["severity"]
+        firing = [p for p in payloads if p["status"] == "firing"]
         kind = (
             apprise.NotifyType.SUCCESS
-            if payload["status"] == "resolved"
+            if not firing
             else apprise.NotifyType.FAILURE
-            if severity == "critical"
+            if any(p["severity"] == "critical" for p in firing)
             else apprise.NotifyType.WARNING
         )
-        if not notifier.notify(title=title(payload), body=body(payload), notify_type=kind):
+        if not notifier.notify(title=title(payloads), body=body(payloads), notify_type=kind):
             raise DeliveryError("the receiver did not accept it")
 
 

@@ -8,6 +8,7 @@ marked failed (visible in the delivery log).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -78,7 +79,8 @@ class Dispatcher:
         now = self.clock()
         if self._next_repeat_check is None or now >= self._next_repeat_check:
             self._check_health(now)
-            repeat_due(self.db, now, self.repeat_interval, list(self.receivers), self.public_url)
+            alerting = self.alerting or Alerting(tuple(self.receivers), self.public_url)
+            repeat_due(self.db, now, self.repeat_interval, alerting)
             self._next_repeat_check = now + REPEAT_CHECK
         query = (
             select(n)
@@ -88,23 +90,32 @@ class Dispatcher:
         )
         with self.db.read() as conn:
             due = list(conn.execute(query))
+        messages: dict[tuple[str, str], list[Any]] = {}
+        for row in due:  # a group's due notifications go out as one message
+            group = row.group_key or f"alone-{row.id}"
+            messages.setdefault((row.receiver, group), []).append(row)
         sent = 0
-        for row in due:
-            channel = self.receivers.get(row.receiver)
-            error: str | None = None
-            if channel is None:
-                error = "receiver no longer configured"
-            else:
-                try:
-                    channel.send(row.payload, row.idempotency_key)
-                except DeliveryError as exc:
-                    error = str(exc)[:500]
-                except Exception as exc:  # a channel bug must not stop the others
-                    log.exception("delivering notification %d", row.id)
-                    error = f"{type(exc).__name__}"
-            sent += error is None
-            self._record(row, error)
+        for (receiver, _), rows in messages.items():
+            error = self._send(receiver, rows)
+            sent += len(rows) if error is None else 0
+            for row in rows:
+                self._record(row, error)
         return sent
+
+    def _send(self, receiver: str, rows: list[Any]) -> str | None:
+        channel = self.receivers.get(receiver)
+        if channel is None:
+            return "receiver no longer configured"
+        keys = sorted(row.idempotency_key for row in rows)
+        key = keys[0] if len(keys) == 1 else hashlib.sha256("|".join(keys).encode()).hexdigest()
+        try:
+            channel.send([row.payload for row in rows], key)
+        except DeliveryError as exc:
+            return str(exc)[:500]
+        except Exception as exc:  # a channel bug must not stop the others
+            log.exception("delivering to %s", receiver)
+            return f"{type(exc).__name__}"
+        return None
 
     def _record(self, row: Any, error: str | None) -> None:
         now = self.clock()

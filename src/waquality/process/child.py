@@ -115,7 +115,14 @@ def _child_main(
         webhook_silence=settings.webhook_silence_alert,
     )
     delivery = DispatchLoop(dispatcher)
-    alerting = Alerting(tuple(receivers), settings.public_url, delivery.wake.set)
+    alerting = Alerting(
+        tuple(receivers),
+        settings.public_url,
+        delivery.wake.set,
+        group_by=tuple(settings.alert_group_by),
+        group_wait=settings.alert_group_wait,
+        group_interval=settings.alert_group_interval,
+    )
     dispatcher.alerting = alerting
     workers = [
         BackgroundWorker(

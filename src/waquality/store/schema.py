@@ -287,6 +287,7 @@ notifications = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("fingerprint", String(32), nullable=False),
     Column("receiver", String(64), nullable=False),  # a receiver's name, never its URL
+    Column("group_key", String(64)),  # warnings of one group go out together; NULL: alone
     Column("status", String(16), nullable=False),  # firing, resolved
     Column("payload", Json, nullable=False),
     Column("idempotency_key", String(64), nullable=False, unique=True),

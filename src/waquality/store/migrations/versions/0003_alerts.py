@@ -44,6 +44,7 @@ def upgrade() -> None:
         ),
         sa.Column("fingerprint", sa.String(length=32), nullable=False),
         sa.Column("receiver", sa.String(length=64), nullable=False),
+        sa.Column("group_key", sa.String(length=64), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("idempotency_key", sa.String(length=64), nullable=False),
