@@ -63,7 +63,8 @@ def render_settings() -> str:
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         variable = f"`{PREFIX}{name.upper()}`"
-        if field.annotation is not None and "dict" in str(field.annotation):
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("config_file_only"):
             variable = f"`{name}` (config file)"
         elif name in SECRET_FIELDS:
             variable += f" (or `{PREFIX}{name.upper()}_FILE`)"

@@ -14,7 +14,7 @@ from builders import entry, envelope, template_status
 from conftest import API_TOKEN, make_settings, run_server
 from receiver import Receiver, receiving
 from waquality.alerting.book import Alerting, add_silence, alerts, expire_silence
-from waquality.alerting.channels import channels
+from waquality.alerting.channels import channels, receiver_name
 from waquality.alerting.dispatch import Dispatcher
 from waquality.process.worker import Processor
 from waquality.store import inbox, schema, watch
@@ -305,3 +305,41 @@ def test_warnings_are_grouped_and_critical_alerts_go_at_once(db: Database) -> No
         clock.now = NOW + timedelta(seconds=31) + timedelta(minutes=5)
         assert d.run_once() == 1
         assert [a["labels"]["template_id"] for a in r.wait(3)[2].body["alerts"]] == ["4"]
+
+
+def test_routes_send_by_labels_and_severity(db: Database) -> None:
+    clock = Clock()
+    with receiving(Receiver()) as pager, receiving(Receiver()) as chat:
+        urls = {"pager": f"webhook+http://{pager.url}/p", "chat": f"webhook+http://{chat.url}/c"}
+        receivers = channels(list(urls.values()))
+        name = {k: receiver_name(v) for k, v in urls.items()}
+        al = Alerting(
+            (name["chat"],),
+            group_wait=timedelta(0),
+            routes=(
+                ({"severity": "critical"}, (name["pager"],), True),
+                ({"rule": "template_status"}, (name["chat"],), False),
+            ),
+        )
+        dispatcher = Dispatcher(db, receivers, clock=clock)
+        try:
+            process(
+                db,
+                al,
+                template_status(1, "APPROVED", T0),
+                template_status(2, "APPROVED", T0),
+                clock=clock,
+            )
+            process(db, al, template_status(1, "PAUSED", T0 + 1), clock=clock)  # critical: both
+            process(db, al, template_status(2, "REJECTED", T0 + 2), clock=clock)  # warning: chat
+            quality = {"message_template_id": 3, "new_quality_score": "YELLOW"}
+            process(
+                db, al, entry("message_template_quality_update", quality, time=T0 + 3), clock=clock
+            )
+            dispatcher.run_once()
+        finally:
+            dispatcher.close()
+        paged = [a["labels"]["template_id"] for x in pager.wait(1) for a in x.body["alerts"]]
+        chatted = sorted(a["labels"]["template_id"] for x in chat.wait(3) for a in x.body["alerts"])
+    assert paged == ["1"]
+    assert chatted == ["1", "2", "3"]  # the last one by default: no route matched it

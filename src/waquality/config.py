@@ -74,6 +74,18 @@ UrlList = Annotated[list[SecretStr], BeforeValidator(_split_urls)]
 IdLabels = Annotated[list[str], BeforeValidator(_split_list)]
 
 
+class AlertRoute(BaseModel):
+    """``[[alert_routes]]`` in the config file: alerts whose labels (``severity`` included)
+    match all of ``match`` go to ``urls``; the first matching route wins unless it says
+    ``continue = true``. Alerts no route takes go to ``WAQUALITY_ALERT_URLS``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    match: dict[str, str] = Field(default_factory=dict)
+    urls: UrlList
+    continue_: bool = Field(False, alias="continue")
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -125,6 +137,7 @@ class Settings(BaseModel):
     )
     access_tokens: dict[str, SecretStr] = Field(
         default_factory=dict,
+        json_schema_extra={"config_file_only": True},
         description="A `[access_tokens]` table: WABA or portfolio id → its own access token.",
     )
     graph_url: str = Field("https://graph.facebook.com", description="Graph API base URL.")
@@ -159,6 +172,12 @@ class Settings(BaseModel):
         default_factory=list,
         description="Where every alert goes: Apprise URLs (slack://, mailto://, json://, ...) "
         "or webhook+https://... for the structured JSON webhook; spaces or commas between.",
+    )
+    alert_routes: list[AlertRoute] = Field(
+        default_factory=list,
+        json_schema_extra={"config_file_only": True},
+        description="`[[alert_routes]]` tables: `match` (labels, severity included), `urls`, "
+        "`continue`; the first match wins, unmatched alerts go to the alert URLs.",
     )
     alert_repeat_interval: Duration = Field(
         timedelta(hours=4), description="A firing alert is notified again after this long."

@@ -41,6 +41,18 @@ class Alerting:
     group_by: tuple[str, ...] = ("rule", "waba_id")
     group_wait: timedelta = timedelta(seconds=30)
     group_interval: timedelta = timedelta(minutes=5)
+    # (labels to match, receiver names, continue): the first match wins unless it continues
+    routes: tuple[tuple[dict[str, str], tuple[str, ...], bool], ...] = ()
+
+    def receivers_for(self, labels: dict[str, Any], severity: str) -> tuple[str, ...]:
+        facts = {**labels, "severity": severity}
+        chosen: list[str] = []
+        for match, names, go_on in self.routes:
+            if all(facts.get(k) == v for k, v in match.items()):
+                chosen += [name for name in names if name not in chosen]
+                if not go_on:
+                    break
+        return tuple(chosen) if chosen else self.receivers
 
     def apply(
         self, db: Database, conn: Connection, changes: Sequence[Changed], now: datetime
@@ -96,7 +108,7 @@ def record(
         if values["state"] == AlertState.RESOLVED and not _was_notified(conn, key):
             continue
         payload = _payload(key, values, alerting.public_url)
-        for receiver in alerting.receivers:
+        for receiver in alerting.receivers_for(values["labels"], values["severity"]):
             note = _notification(key, receiver, payload, now)
             if values["severity"] != Severity.CRITICAL.value:  # warnings wait for their group
                 _group(conn, note, values["labels"], alerting, now)
@@ -212,8 +224,8 @@ class Muting:
 
 def repeat_due(db: Database, now: datetime, repeat_interval: timedelta, alerting: Alerting) -> int:
     """Notify firing alerts again once ``repeat_interval`` passed since their last notification."""
-    receivers, public_url = alerting.receivers, alerting.public_url
-    if not receivers:
+    public_url = alerting.public_url
+    if not alerting.receivers and not alerting.routes:
         return 0
     last = (
         select(n.c.fingerprint, func.max(n.c.created_at).label("last"))
@@ -236,7 +248,7 @@ def repeat_due(db: Database, now: datetime, repeat_interval: timedelta, alerting
             payload = {**_payload(values["fingerprint"], values, public_url), "repeat": True}
             outbox += [
                 _notification(values["fingerprint"], r, payload, now, repeat_at=now)
-                for r in receivers
+                for r in alerting.receivers_for(values["labels"], values["severity"])
             ]
         return _queue(db, conn, outbox)
 

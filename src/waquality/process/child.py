@@ -91,7 +91,7 @@ def _child_main(
     busy: Any,
 ) -> None:
     from waquality.alerting.book import Alerting
-    from waquality.alerting.channels import channels
+    from waquality.alerting.channels import channels, receiver_name
     from waquality.alerting.dispatch import Dispatcher, DispatchLoop
     from waquality.graph.poller import Poller, PollingLoop
     from waquality.process.worker import BackgroundWorker, Processor
@@ -106,7 +106,9 @@ def _child_main(
         write_timeout=settings.write_timeout.total_seconds(),
         gate=gate,
     )
-    receivers = channels([url.get_secret_value() for url in settings.alert_urls])
+    default_urls = [url.get_secret_value() for url in settings.alert_urls]
+    route_urls = [[url.get_secret_value() for url in r.urls] for r in settings.alert_routes]
+    receivers = channels(default_urls + [url for urls in route_urls for url in urls])
     dispatcher = Dispatcher(
         db,
         receivers,
@@ -116,12 +118,16 @@ def _child_main(
     )
     delivery = DispatchLoop(dispatcher)
     alerting = Alerting(
-        tuple(receivers),
+        tuple(receiver_name(url) for url in default_urls),
         settings.public_url,
         delivery.wake.set,
         group_by=tuple(settings.alert_group_by),
         group_wait=settings.alert_group_wait,
         group_interval=settings.alert_group_interval,
+        routes=tuple(
+            (dict(r.match), tuple(receiver_name(url) for url in urls), r.continue_)
+            for r, urls in zip(settings.alert_routes, route_urls, strict=True)
+        ),
     )
     dispatcher.alerting = alerting
     workers = [
