@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
 from builders import entry, envelope, template_status
-from conftest import API_TOKEN, make_settings, run_server
+from conftest import API_TOKEN, make_settings, run_server, webhook
 from receiver import Receiver, receiving
 from waquality.alerting.book import Alerting, add_silence, alerts, expire_silence
 from waquality.alerting.channels import channels, receiver_name
 from waquality.alerting.dispatch import Dispatcher
+from waquality.alerting.event_rules import configured_rules
+from waquality.config import load_settings
+from waquality.errors import ConfigError
 from waquality.process.worker import Processor
 from waquality.store import inbox, schema, watch
 from waquality.store.database import Database
@@ -343,3 +350,75 @@ def test_routes_send_by_labels_and_severity(db: Database) -> None:
         chatted = sorted(a["labels"]["template_id"] for x in chat.wait(3) for a in x.body["alerts"])
     assert paged == ["1"]
     assert chatted == ["1", "2", "3"]  # the last one by default: no route matched it
+
+
+def process_raw(db: Database, al: Alerting, *bodies: bytes, clock: Clock) -> int:
+    with db.write(priority=True) as conn:
+        inbox.insert_bodies(conn, [(b, clock.now) for b in bodies])
+    return Processor(db, clock=clock, alerting=al).drain().notifications
+
+
+def test_account_events_alert_and_account_alerts_resolve(db: Database) -> None:
+    clock = Clock()
+    critical = json.loads(webhook("account_alerts/phone_number_critical_oba_rejected.json"))
+    inactive = copy.deepcopy(critical)
+    inactive["entry"][0]["time"] += 3600
+    inactive["entry"][0]["changes"][0]["value"]["alert_info"]["alert_status"] = "INACTIVE"
+    with delivery(db, "json://127.0.0.1:9/unused", clock=clock) as (al, _):
+        assert process_raw(db, al, json.dumps(critical).encode(), clock=clock) == 1
+        assert (
+            process_raw(db, al, webhook("account_update/account_violation.json"), clock=clock) == 1
+        )
+        assert process_raw(db, al, webhook("account_update/partner_removed.json"), clock=clock) == 1
+        assert (
+            process_raw(
+                db,
+                al,
+                webhook("account_alerts/phone_number_informational_oba_approved.json"),
+                clock=clock,
+            )
+            == 0
+        )
+        assert process_raw(db, al, json.dumps(inactive).encode(), clock=clock) == 1
+    by_rule = {a["rule"]: a for a in alerts(db)}
+    assert by_rule["account_alert_critical"]["state"] == "resolved"
+    assert by_rule["account_alert_critical"]["labels"]["alert_info.alert_type"] == "OBA_REJECTED"
+    assert (
+        "OBA_REJECTED (PHONE_NUMBER 106540352242922)"
+        in by_rule["account_alert_critical"]["summary"]
+    )
+    assert by_rule["account_violation"]["state"] == "firing"
+    assert by_rule["account_violation"]["summary"].endswith("policy violation ADULT")
+    assert by_rule["partner_removed"]["severity"] == "critical"
+
+
+def test_rules_from_the_config_file(db: Database, tmp_path: Path) -> None:
+    config = tmp_path / "waquality.toml"
+    config.write_text(
+        """
+[[alert_rules]]
+name = "capability_down"
+field = "business_capability_update"
+match = { "max_daily_conversations_per_business" = "TIER_250|TIER_2K" }
+resolve = { "max_daily_conversations_per_business" = "TIER_10K|TIER_100K|TIER_UNLIMITED" }
+severity = "critical"
+summary = "portfolio limit now {max_daily_conversations_per_business}"
+labels = { team = "growth" }
+"""
+    )
+    settings = load_settings({"WAQUALITY_CONFIG": str(config)})
+    clock = Clock()
+    limit = "max_daily_conversations_per_business"
+    with delivery(db, "json://127.0.0.1:9/unused", clock=clock) as (al, _):
+        al = dataclasses.replace(al, event_rules=configured_rules(settings))
+        down = entry("business_capability_update", {limit: "TIER_250"}, time=T0)
+        up = entry("business_capability_update", {limit: "TIER_10K"}, time=T0 + 60)
+        assert process(db, al, down, clock=clock) == 1
+        assert process(db, al, up, clock=clock) == 1
+    [alert] = [a for a in alerts(db) if a["rule"] == "capability_down"]
+    assert alert["labels"]["team"] == "growth" and alert["state"] == "resolved"
+    assert alert["severity"] == "critical"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[alert_rules]]\nname = "Bad Name"\nfield = "x"\nmatch = {}\nsummary = ""\n')
+    with pytest.raises(ConfigError, match="alert_rules"):
+        load_settings({"WAQUALITY_CONFIG": str(bad)})

@@ -86,6 +86,24 @@ class AlertRoute(BaseModel):
     continue_: bool = Field(False, alias="continue")
 
 
+class AlertRuleConfig(BaseModel):
+    """``[[alert_rules]]`` in the config file: an alert on events of one webhook field whose
+    value matches ``match`` (dotted paths → value, ``a|b`` for either; ``kind`` is the event's
+    label), ended by events matching ``resolve``. ``summary`` may name paths in braces."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    field: str
+    match: dict[str, str] = Field(min_length=1)
+    resolve: dict[str, str] | None = None
+    severity: str = Field("warning", pattern="^(critical|warning)$")
+    summary: str
+    description: str = ""
+    identity: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -178,6 +196,11 @@ class Settings(BaseModel):
         json_schema_extra={"config_file_only": True},
         description="`[[alert_routes]]` tables: `match` (labels, severity included), `urls`, "
         "`continue`; the first match wins, unmatched alerts go to the alert URLs.",
+    )
+    alert_rules: list[AlertRuleConfig] = Field(
+        default_factory=list,
+        json_schema_extra={"config_file_only": True},
+        description="`[[alert_rules]]` tables: your own alerts on webhook events (see Alerts).",
     )
     alert_repeat_interval: Duration = Field(
         timedelta(hours=4), description="A firing alert is notified again after this long."

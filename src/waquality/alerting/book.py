@@ -11,7 +11,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
+from waquality.alerting.event_rules import BUILT_IN, EventRule
+from waquality.alerting.event_rules import evaluate as evaluate_events
 from waquality.alerting.rules import Severity, Signal, evaluate, fingerprint
+from waquality.domain.events import Event
 from waquality.store import schema
 from waquality.store.database import Database
 from waquality.store.state import Changed
@@ -54,10 +57,20 @@ class Alerting:
                     break
         return tuple(chosen) if chosen else self.receivers
 
+    event_rules: tuple[EventRule, ...] = BUILT_IN
+
     def apply(
-        self, db: Database, conn: Connection, changes: Sequence[Changed], now: datetime
+        self,
+        db: Database,
+        conn: Connection,
+        changes: Sequence[Changed],
+        now: datetime,
+        events: Sequence[tuple[Event, datetime]] = (),
     ) -> int:
+        """Record the alerts a batch's state changes and new events raise or resolve."""
         signals = [Timed(signal, change.at) for change in changes for signal in evaluate([change])]
+        for event, at in events:
+            signals += [Timed(s, at) for s in evaluate_events(self.event_rules, [event])]
         return record(db, conn, signals, now, self)
 
     def queued(self) -> None:

@@ -93,6 +93,7 @@ def _child_main(
     from waquality.alerting.book import Alerting
     from waquality.alerting.channels import channels, receiver_name
     from waquality.alerting.dispatch import Dispatcher, DispatchLoop
+    from waquality.alerting.event_rules import configured_rules
     from waquality.graph.poller import Poller, PollingLoop
     from waquality.process.worker import BackgroundWorker, Processor
     from waquality.store.database import Database
@@ -124,6 +125,7 @@ def _child_main(
         group_by=tuple(settings.alert_group_by),
         group_wait=settings.alert_group_wait,
         group_interval=settings.alert_group_interval,
+        event_rules=configured_rules(settings),
         routes=tuple(
             (dict(r.match), tuple(receiver_name(url) for url in urls), r.continue_)
             for r, urls in zip(settings.alert_routes, route_urls, strict=True)

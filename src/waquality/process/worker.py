@@ -174,7 +174,9 @@ class Processor:
             for change in interpret(event)
         ]
         result.history = writer.apply(changes)
-        result.notifications = self.alerting.apply(self.db, conn, writer.changed, now)
+        result.notifications = self.alerting.apply(
+            self.db, conn, writer.changed, now, [(e, at) for e, at, _ in new_events]
+        )
         rereads = [
             Reread(event.subject_kind, event.subject_id, event.waba_id)
             for event, _, _ in new_events
