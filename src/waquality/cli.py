@@ -330,7 +330,11 @@ def db_upgrade() -> None:
     help="Process the requeued bodies now (otherwise a running worker will).",
 )
 def reprocess(raw_ids: tuple[int, ...], process: bool) -> None:
-    """Replay quarantined bodies (or the given RAW_IDS) through processing."""
+    """Replay quarantined bodies (or the given RAW_IDS) through processing.
+
+    Processed here, a replay sends no notification (its alerts are recorded); left to a running
+    server (--no-process), it notifies as any new webhook would.
+    """
     from waquality.process.worker import Processor, utcnow
     from waquality.reprocess import requeue_quarantined
 

@@ -35,6 +35,7 @@ class Signal:
 
 _TIERS = ["TIER_50", "TIER_250", "TIER_1K", "TIER_2K", "TIER_10K", "TIER_100K", "TIER_UNLIMITED"]
 _PHONE_STATUS_OK = {"CONNECTED"}
+FLAGGED_WINDOW = timedelta(days=7)
 
 
 def _phone(change: Changed) -> tuple[dict[str, str], str]:
@@ -98,6 +99,13 @@ def phone_status(change: Changed) -> list[Signal]:
         return [
             _signal("phone_status", labels, False, Severity.CRITICAL, f"{who}: CONNECTED again")
         ]
+    meaning = "The number must be CONNECTED to send and receive messages."
+    if change.new == "FLAGGED":
+        back = change.at + FLAGGED_WINDOW
+        meaning = (
+            f"Legacy Flagged rule: if quality stays Medium or High for 7 days, it returns to "
+            f"CONNECTED around {back:%Y-%m-%d %H:%M} UTC; otherwise one messaging-limit tier lower."
+        )
     return [
         _signal(
             "phone_status",
@@ -105,7 +113,30 @@ def phone_status(change: Changed) -> list[Signal]:
             True,
             Severity.CRITICAL,
             f"{who}: status {change.old or 'unknown'} → {change.new}",
-            "The number must be CONNECTED to send and receive messages.",
+            meaning,
+        )
+    ]
+
+
+def flagged_streak(change: Changed) -> list[Signal]:
+    """While a number is FLAGGED, a drop back to Low breaks the 7-day streak."""
+    if change.kind is not SubjectKind.PHONE_NUMBER:
+        return []
+    labels, who = _phone(change)
+    if change.field == "status" and change.new == "CONNECTED":
+        return [_signal("flagged_streak", labels, False, Severity.WARNING, f"{who}: CONNECTED")]
+    if change.field != "quality_rating" or change.row.get("status") != "FLAGGED":
+        return []
+    if change.new != "RED":
+        return []
+    return [
+        _signal(
+            "flagged_streak",
+            labels,
+            True,
+            Severity.WARNING,
+            f"{who}: quality Low again while FLAGGED: the 7-day streak broke",
+            "When it returns to CONNECTED its messaging limit will be one tier lower.",
         )
     ]
 
@@ -314,6 +345,7 @@ def quarantine(open_items: int) -> list[Signal]:
 RULES: tuple[Callable[[Changed], list[Signal]], ...] = (
     phone_quality,
     phone_status,
+    flagged_streak,
     phone_health,
     messaging_limit,
     template_status,
