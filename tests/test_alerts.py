@@ -179,6 +179,7 @@ def test_serve_delivers_a_critical_alert_end_to_end(database_url: str, seconds: 
             assert note.body["title"].startswith("[CRITICAL]")
             firing = live.api("/api/v1/alerts", state="firing")
             assert [a["rule"] for a in firing] == ["template_status"]
+            assert live.api("/api/v1/status")["alerts_firing"] == {"critical": 1}
             log = live.client.get(
                 "/api/v1/notifications", headers={"Authorization": f"Bearer {API_TOKEN}"}
             ).json()

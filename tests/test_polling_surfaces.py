@@ -86,6 +86,7 @@ def test_poll_once_reports_every_waba(database_url: str, graph: tuple[FakeGraph,
         ), output
     listed = ok(["wabas", "list"], env)
     assert all(re.search(rf"{w}\s+settings\s+ok", listed) for w in ids), listed
+    assert re.search(r"^polling\s+2 ok$", ok(["status"], env), re.MULTILINE)
 
 
 def test_poll_once_fails_with_the_reason(database_url: str, graph: tuple[FakeGraph, str]) -> None:

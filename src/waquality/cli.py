@@ -389,12 +389,22 @@ def _print_item(item: dict[str, Any]) -> None:
 
 @main.command()
 def status() -> None:
-    """Counts of received, pending, processed and quarantined webhooks."""
-    from waquality.store import inbox
+    """Counts of webhooks (received, pending, processed, quarantined), polling and alerts."""
+    from waquality.alerting import book
+    from waquality.store import inbox, watch
 
     with _runtime() as runtime:
         for name, value in _run(lambda: inbox.counts(runtime.db)).items():
             click.echo(f"{name:12} {value}")
+        polling = _run(lambda: watch.states(runtime.db))
+        firing = _run(lambda: book.firing_counts(runtime.db))
+    click.echo(
+        f"{'polling':12} "
+        + (", ".join(f"{n} {s}" for s, n in sorted(polling.items())) or "no WABA watched")
+    )
+    click.echo(
+        f"{'firing':12} " + (", ".join(f"{n} {s}" for s, n in sorted(firing.items())) or "none")
+    )
 
 
 @main.group()

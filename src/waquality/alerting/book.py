@@ -323,6 +323,13 @@ def alerts(db: Database, state: str | None = None, limit: int = 100) -> list[dic
         return [dict(row) for row in conn.execute(query).mappings()]
 
 
+def firing_counts(db: Database) -> dict[str, int]:
+    """Firing alerts per severity."""
+    query = select(a.c.severity, func.count()).where(a.c.state == AlertState.FIRING)
+    with db.read() as conn:
+        return {severity: int(n) for severity, n in conn.execute(query.group_by(a.c.severity))}
+
+
 def notifications(db: Database, limit: int = 100) -> list[dict[str, Any]]:
     """The delivery log, newest first (payloads included, receivers by name only)."""
     query = select(n).order_by(n.c.id.desc()).limit(limit)

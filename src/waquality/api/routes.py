@@ -98,7 +98,7 @@ def _phone(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "id": row["phone_number_id"]}
 
 
-@router.get("/status", response_model=Status, summary="Ingestion counters")
+@router.get("/status", response_model=Status, summary="Ingestion, polling and alert counters")
 def status(db: Db) -> dict[str, Any]:
     counts = inbox.counts(db)
     events = counts.pop("events")
@@ -108,6 +108,8 @@ def status(db: Db) -> dict[str, Any]:
         "webhooks": counts,
         "events": events,
         "fields": inbox.field_counts(db),
+        "polling": watch.states(db),
+        "alerts_firing": book.firing_counts(db),
     }
 
 

@@ -212,6 +212,8 @@ class Status(BaseModel):
     webhooks: WebhookCounts
     events: int
     fields: dict[str, FieldCount] = Field(description="Per webhook field, unknown ones too.")
+    polling: dict[str, int] = Field(description="Watched WABAs per polling state.")
+    alerts_firing: dict[str, int] = Field(description="Firing alerts per severity.")
 
 
 class ErrorBody(BaseModel):

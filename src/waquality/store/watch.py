@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from waquality.domain.enums import PollState, SubjectKind, WatchOrigin
 from waquality.graph.client import Call
@@ -164,6 +164,13 @@ def rows(db: Database) -> list[dict[str, Any]]:
     with db.read() as conn:
         found = conn.execute(select(w).order_by(w.c.waba_id)).mappings().all()
     return [{k: v for k, v in row.items() if k != "access_token"} for row in found]
+
+
+def states(db: Database) -> dict[str, int]:
+    """How many watched WABAs are in each polling state."""
+    query = select(w.c.poll_state, func.count()).group_by(w.c.poll_state)
+    with db.read() as conn:
+        return {state: int(n) for state, n in conn.execute(query)}
 
 
 def record_poll(
