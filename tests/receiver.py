@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conftest import free_port
+from waquality.graph.fake import serve_app
 
 
 @dataclass
@@ -59,19 +58,6 @@ class Receiver:
 
 @contextmanager
 def receiving(receiver: Receiver) -> Iterator[Receiver]:
-    port = free_port()
-    config = uvicorn.Config(receiver.app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("receiver did not start")
-        time.sleep(0.005)
-    receiver.url = f"127.0.0.1:{port}"
-    try:
+    with serve_app(receiver.app) as url:
+        receiver.url = url.removeprefix("http://")
         yield receiver
-    finally:
-        server.should_exit = True
-        thread.join(10)

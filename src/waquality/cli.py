@@ -104,13 +104,16 @@ def poll(once: bool, waba_ids: tuple[str, ...]) -> None:
     `serve` polls on its own; this runs one round (--once) or polls in the foreground where
     `serve` runs without processing (WAQUALITY_WORKERS=0).
     """
-    from waquality.graph.poller import Poller, PollingLoop
+    from waquality.graph.poller import Poller
+    from waquality.periodic import Periodic
     from waquality.store import watch
 
     with _runtime() as runtime:
         poller = Poller(runtime.db, runtime.settings)
         if not once:
-            loop = PollingLoop(poller)
+            loop = Periodic(
+                poller.step, interval=1.0, name="waquality-poller", on_stop=poller.close
+            )
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())

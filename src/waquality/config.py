@@ -71,7 +71,6 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 SecretList = Annotated[list[SecretStr], BeforeValidator(_split_list)]
 IdList = Annotated[list[str], BeforeValidator(_split_list)]
 UrlList = Annotated[list[SecretStr], BeforeValidator(_split_urls)]
-IdLabels = Annotated[list[str], BeforeValidator(_split_list)]
 
 
 class AlertRoute(BaseModel):
@@ -205,7 +204,7 @@ class Settings(BaseModel):
     alert_repeat_interval: Duration = Field(
         timedelta(hours=4), description="A firing alert is notified again after this long."
     )
-    alert_group_by: IdLabels = Field(
+    alert_group_by: IdList = Field(
         default_factory=lambda: ["rule", "waba_id"],
         description="Labels that group warnings into one notification (critical ones go alone).",
     )

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, func, select, update
@@ -15,14 +16,14 @@ from waquality.alerting.event_rules import BUILT_IN, EventRule
 from waquality.alerting.event_rules import evaluate as evaluate_events
 from waquality.alerting.rules import Severity, Signal, evaluate, fingerprint
 from waquality.domain.events import Event
-from waquality.store import schema
+from waquality.store import inbox, schema
 from waquality.store.database import Database
 from waquality.store.state import Changed
 
 a, n = schema.alerts, schema.notifications
 
 
-class AlertState:
+class AlertState(StrEnum):
     FIRING = "firing"
     RESOLVED = "resolved"
 
@@ -147,19 +148,12 @@ def _group(
         select(func.max(n.c.sent_at)).where(n.c.group_key == key, n.c.state == "sent")
     ).scalar()
     if waiting is not None:  # join the group's message that is being held
-        due = max(now, _aware(waiting))
+        due = max(now, inbox.as_utc(waiting))
     elif last is not None:
-        due = max(now, _aware(last) + alerting.group_interval)
+        due = max(now, inbox.as_utc(last) + alerting.group_interval)
     else:
         due = now + alerting.group_wait
     note.update(group_key=key, next_attempt_at=due)
-
-
-def _aware(value: datetime) -> datetime:
-    """Aggregates lose the column type on SQLite: read them back as aware UTC datetimes."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _transition(timed: Timed, row: Any, now: datetime) -> dict[str, Any] | None:

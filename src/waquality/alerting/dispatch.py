@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +19,6 @@ from sqlalchemy import select, update
 from waquality.alerting import rules
 from waquality.alerting.book import Alerting, Timed, repeat_due
 from waquality.alerting.channels import Channel, DeliveryError
-from waquality.errors import StoreUnavailable
 from waquality.store import inbox, schema
 from waquality.store.database import Database
 
@@ -59,7 +57,7 @@ class Dispatcher:
         """Monitoring-health alerts: silent WABAs, quarantined payloads."""
         if self.alerting is None:
             return
-        signals = rules.quarantine(inbox.counts(self.db)["quarantined"])
+        signals = rules.quarantine(inbox.open_quarantined(self.db))
         if self.webhook_silence is not None:
             w, watched = schema.wabas, schema.watched_wabas
             query = select(watched.c.waba_id, w.c.last_webhook_at).join_from(
@@ -140,33 +138,3 @@ class Dispatcher:
             )
         with self.db.write() as conn:
             conn.execute(update(n).where(n.c.id == row.id).values(**values))
-
-
-class DispatchLoop:
-    """Runs a :class:`Dispatcher` on a thread; ``wake`` it when notifications were queued."""
-
-    def __init__(self, dispatcher: Dispatcher, *, idle_poll: float = 1.0) -> None:
-        self.dispatcher, self.idle_poll = dispatcher, idle_poll
-        self.wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="waquality-alerts", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self.wake.set()
-        self._thread.join(timeout)
-        self.dispatcher.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.dispatcher.run_once()
-            except StoreUnavailable as exc:
-                log.warning("alert delivery paused: %s", exc)
-            except Exception:
-                log.exception("alert delivery failed")
-            self.wake.wait(self.idle_poll)
-            self.wake.clear()

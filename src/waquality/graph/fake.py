@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -805,9 +805,14 @@ def _percentages(call_count: int) -> dict[str, int]:
     }
 
 
+def serve(fake: FakeGraph, host: str = "127.0.0.1", port: int = 0) -> AbstractContextManager[str]:
+    """Serve ``fake.app`` over HTTP (see :func:`serve_app`)."""
+    return serve_app(fake.app, host, port)
+
+
 @contextmanager
-def serve(fake: FakeGraph, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve ``fake.app`` with uvicorn in a background thread; yield its base URL once it
+def serve_app(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a background thread; yield its base URL once it
     accepts connections (``port=0``: a free port) and stop it on exit."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -817,7 +822,7 @@ def serve(fake: FakeGraph, host: str = "127.0.0.1", port: int = 0) -> Iterator[s
         sock.listen(128)
         port = sock.getsockname()[1]
         config = uvicorn.Config(
-            fake.app,
+            app,
             host=host,
             port=port,
             log_level="warning",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -94,6 +93,7 @@ class Poller:
         self._calls: list[Call] = []
         self._next_prune: datetime | None = None
         self._next_discovery: datetime | None = None
+        self._started = False
         self.client = client or GraphClient(
             settings.graph_url,
             settings.graph_version,
@@ -155,6 +155,15 @@ class Poller:
 
     # -- a round ------------------------------------------------------------------------------
 
+    def step(self) -> None:
+        """What a polling thread does each second: start once (retried until it works), then
+        :meth:`tick`."""
+        if not self._started:
+            for problem in self.start():
+                log.warning("polling: %s", problem)
+            self._started = True
+        self.tick()
+
     def tick(self) -> list[WabaReport]:
         """What is due now: re-reads asked by webhooks, then WABAs whose time has come."""
         now = self.clock()
@@ -212,9 +221,11 @@ class Poller:
         )
         if report.error:
             log.warning("polling WABA %s: %s (%s)", w.waba_id, report.error, report.state.value)
-        failures = 0 if report.state is PollState.OK else w.failures + 1
-        signals = rules.polling(w.waba_id, report.state.value, failures, report.error)
-        self.alerting.signal(self.db, [Timed(s, now) for s in signals], now)
+        if not (report.state is PollState.OK and w.poll_state is PollState.OK):
+            # only a change of polling state can fire or resolve its alert
+            failures = 0 if report.state is PollState.OK else w.failures + 1
+            signals = rules.polling(w.waba_id, report.state.value, failures, report.error)
+            self.alerting.signal(self.db, [Timed(s, now) for s in signals], now)
         return report
 
     def _read_waba(self, waba_id: str, token: str, read: _Read, now: datetime) -> None:
@@ -360,35 +371,3 @@ class Poller:
         )
         with self.db.read() as conn:
             return conn.execute(query).scalar()
-
-
-class PollingLoop:
-    """Runs a :class:`Poller` on a thread: a tick every second, until stopped."""
-
-    def __init__(self, poller: Poller, *, tick: float = 1.0) -> None:
-        self.poller, self.tick = poller, tick
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="waquality-poller", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-        self.poller.close()
-
-    def _run(self) -> None:
-        started = False
-        while not self._stop.is_set():
-            try:
-                if not started:
-                    for problem in self.poller.start():
-                        log.warning("polling: %s", problem)
-                    started = True
-                self.poller.tick()
-            except StoreUnavailable as exc:
-                log.warning("polling paused: %s", exc)
-            except Exception:  # never let the thread die: the next tick tries again
-                log.exception("polling failed")
-            self._stop.wait(self.tick)

@@ -92,9 +92,10 @@ def _child_main(
 ) -> None:
     from waquality.alerting.book import Alerting
     from waquality.alerting.channels import channels, receiver_name
-    from waquality.alerting.dispatch import Dispatcher, DispatchLoop
+    from waquality.alerting.dispatch import Dispatcher
     from waquality.alerting.event_rules import configured_rules
-    from waquality.graph.poller import Poller, PollingLoop
+    from waquality.graph.poller import Poller
+    from waquality.periodic import Periodic
     from waquality.process.worker import BackgroundWorker, Processor
     from waquality.store.database import Database
 
@@ -117,7 +118,9 @@ def _child_main(
         public_url=settings.public_url,
         webhook_silence=settings.webhook_silence_alert,
     )
-    delivery = DispatchLoop(dispatcher)
+    delivery = Periodic(
+        dispatcher.run_once, interval=1.0, name="waquality-alerts", on_stop=dispatcher.close
+    )
     alerting = Alerting(
         tuple(receiver_name(url) for url in default_urls),
         settings.public_url,
@@ -146,7 +149,8 @@ def _child_main(
         )
         for i in range(settings.workers)
     ]
-    polling = PollingLoop(Poller(db, settings, alerting=alerting))
+    poller = Poller(db, settings, alerting=alerting)
+    polling = Periodic(poller.step, interval=1.0, name="waquality-poller", on_stop=poller.close)
     for worker in workers:
         worker.start()
     polling.start()

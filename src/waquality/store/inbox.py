@@ -105,18 +105,30 @@ def field_counts(db: Database) -> dict[str, dict[str, Any]]:
         field: {
             "changes": int(changes),
             "items": int(items),
-            "first_seen_at": _utc(first),
-            "last_seen_at": _utc(last),
+            "first_seen_at": as_utc(first),
+            "last_seen_at": as_utc(last),
         }
         for field, changes, items, first, last in rows
     }
 
 
-def _utc(value: Any) -> Any:
+def as_utc(value: Any) -> Any:
     """Aggregates lose the column type on SQLite: read them back as aware UTC datetimes."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _open_quarantined(conn: Connection) -> int:
+    q = schema.quarantine
+    query = select(func.count(func.distinct(q.c.raw_id))).where(q.c.resolved_at.is_(None))
+    return int(conn.execute(query).scalar_one())
+
+
+def open_quarantined(db: Database) -> int:
+    """Bodies with a quarantined part nobody has dealt with yet."""
+    with db.read() as conn:
+        return _open_quarantined(conn)
 
 
 def counts(db: Database) -> dict[str, int]:
@@ -125,11 +137,7 @@ def counts(db: Database) -> dict[str, int]:
         pending = conn.execute(
             select(func.count()).select_from(raw).where(raw.c.status == RawStatus.PENDING.value)
         ).scalar_one()
-        open_quarantine = conn.execute(
-            select(func.count(func.distinct(schema.quarantine.c.raw_id))).where(
-                schema.quarantine.c.resolved_at.is_(None)
-            )
-        ).scalar_one()
+        open_quarantine = _open_quarantined(conn)
         events = conn.execute(select(func.count()).select_from(schema.events)).scalar_one()
     return {
         "received": total,
