@@ -48,7 +48,11 @@ def measure(url: str, count: int, share: float, batch_size: int) -> tuple[float,
         for start in range(0, count, 1000):
             with db.write(priority=True) as conn:
                 inbox.insert_bodies(
-                    conn, [(factory.body(i), now) for i in range(start, min(count, start + 1000))]
+                    conn,
+                    [
+                        inbox.Body(factory.body(i), now)
+                        for i in range(start, min(count, start + 1000))
+                    ],
                 )
         began = time.perf_counter()
         result = Processor(db, batch_size=batch_size).drain()

@@ -19,7 +19,7 @@ from conftest import API_TOKEN, make_settings, run_server, webhook
 from receiver import Receiver, receiving
 from waquality.alerting.book import Alerting, add_silence, alerts, expire_silence
 from waquality.alerting.channels import channels, receiver_name
-from waquality.alerting.dispatch import Dispatcher
+from waquality.alerting.dispatch import Dispatcher, HealthChecks
 from waquality.alerting.event_rules import configured_rules
 from waquality.config import load_settings
 from waquality.errors import ConfigError
@@ -41,7 +41,7 @@ class Clock:
 
 def process(db: Database, alerting: Alerting, *bodies: dict[str, Any], clock: Clock) -> int:
     with db.write(priority=True) as conn:
-        inbox.insert_bodies(conn, [(envelope(b), clock.now) for b in bodies])
+        inbox.insert_bodies(conn, [inbox.Body(envelope(b), clock.now) for b in bodies])
     return Processor(db, clock=clock, alerting=alerting).drain().notifications
 
 
@@ -251,11 +251,11 @@ def test_monitoring_health_quarantine_and_silent_wabas(db: Database) -> None:
     clock = Clock()
     waba = "102290129340398"  # the WABA of the builders' payloads
     with delivery(db, "json://127.0.0.1:9/unused", clock=clock) as (al, d):
-        d.alerting, d.webhook_silence = al, timedelta(hours=1)
+        d.alerting, d.health = al, HealthChecks(webhook_silence=timedelta(hours=1))
         watch.ensure_configured(db, [waba], NOW)
         process(db, al, template_status(1, "APPROVED", T0), clock=clock)  # heard at NOW
         with db.write(priority=True) as conn:
-            inbox.insert_bodies(conn, [(b"{not json", NOW)])
+            inbox.insert_bodies(conn, [inbox.Body(b"{not json", NOW)])
         Processor(db, clock=clock, alerting=al).drain()
         d.run_once()
         assert {a["rule"] for a in alerts(db, "firing")} == {"quarantine"}
@@ -354,7 +354,7 @@ def test_routes_send_by_labels_and_severity(db: Database) -> None:
 
 def process_raw(db: Database, al: Alerting, *bodies: bytes, clock: Clock) -> int:
     with db.write(priority=True) as conn:
-        inbox.insert_bodies(conn, [(b, clock.now) for b in bodies])
+        inbox.insert_bodies(conn, [inbox.Body(b, clock.now) for b in bodies])
     return Processor(db, clock=clock, alerting=al).drain().notifications
 
 

@@ -81,7 +81,7 @@ def ok(args: list[str], env: Mapping[str, str]) -> str:
 def store(db: Database, names: list[str]) -> None:
     now = datetime.now(UTC)
     with db.write() as conn:
-        inbox.insert_bodies(conn, [(webhook(name), now) for name in names])
+        inbox.insert_bodies(conn, [inbox.Body(webhook(name), now) for name in names])
 
 
 def stored_and_processed(db: Database, names: list[str]) -> None:

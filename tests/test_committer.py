@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from datetime import datetime
 
 import pytest
 
 from waquality.errors import StoreUnavailable
 from waquality.ingest.committer import GroupCommitter
 from waquality.ingest.signature import sign, verify
+from waquality.store.inbox import Body
 
 
 class SlowWriter:
@@ -22,12 +22,12 @@ class SlowWriter:
         self.fail = fail
         self.lock = threading.Lock()
 
-    def __call__(self, batch: Sequence[tuple[bytes, datetime]]) -> None:
+    def __call__(self, batch: Sequence[Body]) -> None:
         threading.Event().wait(0.005)
         if self.fail:
             raise StoreUnavailable("disk full")
         with self.lock:
-            self.batches.append([body for body, _ in batch])
+            self.batches.append([b.body for b in batch])
 
 
 async def _store_all(committer: GroupCommitter, n: int) -> list[BaseException | None]:
@@ -59,7 +59,7 @@ def test_a_failed_commit_fails_every_waiter() -> None:
 
 
 def test_an_unexpected_error_becomes_unavailable() -> None:
-    def broken(_: Sequence[tuple[bytes, datetime]]) -> None:
+    def broken(_: Sequence[Body]) -> None:
         raise ValueError("bug")
 
     committer = GroupCommitter(broken)

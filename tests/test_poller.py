@@ -306,7 +306,7 @@ def test_webhooks_ask_for_one_debounced_reread_per_object(rig: Rig) -> None:
         for i in range(3)
     ]
     with rig.db.write(priority=True) as conn:
-        inbox.insert_bodies(conn, [(b, rig.clock.now) for b in bodies])
+        inbox.insert_bodies(conn, [inbox.Body(b, rig.clock.now) for b in bodies])
     Processor(rig.db, clock=rig.clock, reread_delay=timedelta(seconds=30)).drain()
     with rig.db.read() as conn:
         assert conn.execute(select(func.count()).select_from(schema.poll_requests)).scalar() == 2
@@ -381,7 +381,7 @@ def test_poll_history_and_webhook_history_share_one_timeline(rig: Rig) -> None:
         )
     )
     with rig.db.write(priority=True) as conn:
-        inbox.insert_bodies(conn, [(body, rig.clock.now)])
+        inbox.insert_bodies(conn, [inbox.Body(body, rig.clock.now)])
     Processor(rig.db, clock=rig.clock).drain()
     template.status = "PAUSED"
     rig.clock.advance(minutes=5)

@@ -37,7 +37,7 @@ T0 = 1_760_000_000  # event times (entry.time) are real Unix seconds
 
 def store(db: Database, *bodies: bytes, at: datetime = NOW) -> None:
     with db.write(priority=True) as conn:
-        inbox.insert_bodies(conn, [(body, at) for body in bodies])
+        inbox.insert_bodies(conn, [inbox.Body(body, at) for body in bodies])
 
 
 def process(db: Database, *bodies: bytes) -> BatchResult:

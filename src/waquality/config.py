@@ -218,6 +218,15 @@ class Settings(BaseModel):
         None,
         description="Alert when a watched WABA sends no webhook for this long (unset: never).",
     )
+    signature_alert_threshold: int = Field(
+        20,
+        ge=0,
+        description="Alert when this many webhook POSTs are refused for their signature within "
+        "the signature alert window (0: never).",
+    )
+    signature_alert_window: Duration = Field(
+        timedelta(minutes=5), description="The window the signature alert threshold counts in."
+    )
     public_url: str | None = Field(
         None, description="This instance's address as people reach it, for links in alerts."
     )

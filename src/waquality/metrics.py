@@ -6,7 +6,8 @@ from prometheus_client import Counter, Histogram
 
 WEBHOOK_REQUESTS = Counter(
     "waquality_webhook_requests",
-    "Webhook POSTs by outcome (accepted, unsigned, bad_signature, too_large, unavailable).",
+    "Webhook POSTs by outcome (accepted, unsigned, bad_signature, too_large, unavailable, "
+    "bad_request, unauthorized).",
     ["result"],
 )
 WEBHOOK_CHANGES = Counter(

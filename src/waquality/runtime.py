@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -21,8 +21,10 @@ from waquality.api.app import Application, create_api
 from waquality.api.auth import ensure_api_token
 from waquality.config import Settings
 from waquality.errors import StoreUnavailable
+from waquality.ingest import rejections
 from waquality.ingest.committer import GroupCommitter
 from waquality.ingest.receiver import WebhookReceiver
+from waquality.ingest.rejections import Rejections
 from waquality.process.child import ProcessingChild, spawn_context
 from waquality.process.worker import Clock, utcnow
 from waquality.store import inbox, migrate
@@ -31,6 +33,7 @@ from waquality.store.retention import prune_customer_payloads
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL = 3600.0
+REJECTIONS_KEPT = timedelta(days=30)
 CHECKPOINT_INTERVAL = 2.0
 LOOP_PROBE = 0.005  # seconds between event-loop lag probes
 LOOP_LAG_BUSY = 0.002  # a loop this late has requests waiting for the CPU
@@ -53,6 +56,7 @@ class Runtime:
         self.processing: ProcessingChild | None = None
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
+        self.rejections = Rejections()
 
     def prepare(self) -> str | None:
         """Apply migrations and make sure an API token exists; returns a newly made token."""
@@ -66,6 +70,8 @@ class Runtime:
             self.settings.app_secrets,
             verify_token.get_secret_value().encode() if verify_token else None,
             self._store,
+            authorized=self.auth.check,
+            on_refused=lambda reason: self.rejections.add(reason, self.clock()),
         )
         return Application(receiver, create_api(self.db, self.auth, self._lifespan))
 
@@ -83,12 +89,12 @@ class Runtime:
                 )
                 self.processing.set_busy(crowded or self.loop_lag > LOOP_LAG_BUSY)
 
-    async def _store(self, body: bytes) -> None:
+    async def _store(self, body: bytes, quiet: bool) -> None:
         if self.committer is None:
             raise StoreUnavailable("not started")
-        await self.committer.store(body)
+        await self.committer.store(body, quiet)
 
-    def _write_bodies(self, bodies: Sequence[tuple[bytes, datetime]]) -> None:
+    def _write_bodies(self, bodies: Sequence[inbox.Body]) -> None:
         with self.db.write(priority=True) as conn:
             inbox.insert_bodies(conn, bodies)
 
@@ -117,6 +123,10 @@ class Runtime:
             self.processing.stop()
         if self._housekeeper is not None:
             self._housekeeper.join(10)
+        try:
+            self.rejections.flush(self.db)
+        except StoreUnavailable as exc:
+            log.warning("refused webhooks not counted: %s", exc)
         self.db.dispose()
 
     @asynccontextmanager
@@ -130,17 +140,21 @@ class Runtime:
             self.stop()
 
     def _housekeeping(self) -> None:
-        """Hourly retention; every few seconds, an SQLite WAL checkpoint."""
+        """Hourly retention; every few seconds, an SQLite WAL checkpoint and the refused
+        webhooks' tally."""
         next_prune = 0.0
         while not self._stop.wait(CHECKPOINT_INTERVAL if next_prune else 0):
             try:
                 self.db.checkpoint()
+                self.rejections.flush(self.db)
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + HOUSEKEEPING_INTERVAL
+                    now = self.clock()
                     pruned = prune_customer_payloads(
-                        self.db, self.clock(), self.settings.customer_data_retention
+                        self.db, now, self.settings.customer_data_retention
                     )
                     if pruned:
                         log.info("retention: %d customer payloads deleted or redacted", pruned)
+                    rejections.prune(self.db, now - REJECTIONS_KEPT)
             except StoreUnavailable as exc:
                 log.warning("housekeeping skipped: %s", exc)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, or_, select, update
 
 from waquality.alerting.event_rules import BUILT_IN, EventRule
 from waquality.alerting.event_rules import evaluate as evaluate_events
@@ -67,12 +67,14 @@ class Alerting:
         changes: Sequence[Changed],
         now: datetime,
         events: Sequence[tuple[Event, datetime]] = (),
+        *,
+        notify: bool = True,
     ) -> int:
         """Record the alerts a batch's state changes and new events raise or resolve."""
         signals = [Timed(signal, change.at) for change in changes for signal in evaluate([change])]
         for event, at in events:
             signals += [Timed(s, at) for s in evaluate_events(self.event_rules, [event])]
-        return record(db, conn, signals, now, self)
+        return record(db, conn, signals, now, self, notify=notify)
 
     def queued(self) -> None:
         if self.on_queued is not None:
@@ -93,9 +95,16 @@ INHIBITORS = frozenset({"account_restricted", "account_banned"})
 
 
 def record(
-    db: Database, conn: Connection, signals: Sequence[Timed], now: datetime, alerting: Alerting
+    db: Database,
+    conn: Connection,
+    signals: Sequence[Timed],
+    now: datetime,
+    alerting: Alerting,
+    *,
+    notify: bool = True,
 ) -> int:
-    """Apply the signals of one batch; returns how many notifications were queued."""
+    """Apply the signals of one batch; returns how many notifications were queued (none when
+    ``notify`` is false: a quiet replay or backfill)."""
     latest: dict[str, Timed] = {}
     for timed in signals:  # per alert, the batch's last word counts
         latest[fingerprint(timed.signal.labels)] = timed
@@ -112,8 +121,16 @@ def record(
             conn.execute(update(a).where(a.c.fingerprint == key).values(**values))
         else:
             statement = db.insert(a).on_conflict_do_nothing(index_elements=[a.c.fingerprint])
-            conn.execute(statement, [{"fingerprint": key, **values}])
+            inserted = conn.execute(
+                statement.values(fingerprint=key, **values).returning(a.c.fingerprint)
+            ).first()
+            if inserted is None:
+                continue  # another process fired it a moment ago, and tells it
         changed.append((key, values))
+    firing = [key for key, values in changed if values["state"] == AlertState.FIRING]
+    if not notify:  # a quiet replay: the alerts change, nobody is told (as if already told)
+        _told(conn, firing, now)
+        return 0
     mute = Muting.load(conn, now)
     outbox: list[dict[str, Any]] = []
     for key, values in changed:
@@ -121,13 +138,35 @@ def record(
             continue
         if values["state"] == AlertState.RESOLVED and not _was_notified(conn, key):
             continue
-        payload = _payload(key, values, alerting.public_url)
-        for receiver in alerting.receivers_for(values["labels"], values["severity"]):
-            note = _notification(key, receiver, payload, now)
-            if values["severity"] != Severity.CRITICAL.value:  # warnings wait for their group
-                _group(conn, note, values["labels"], alerting, now)
-            outbox.append(note)
+        outbox += _notifications(conn, key, values, alerting, now)
+    _told(conn, sorted({note["fingerprint"] for note in outbox} & set(firing)), now)
     return _queue(db, conn, outbox)
+
+
+def _notifications(
+    conn: Connection,
+    key: str,
+    values: dict[str, Any],
+    alerting: Alerting,
+    now: datetime,
+    repeat: bool = False,
+) -> list[dict[str, Any]]:
+    """One notification of the alert per receiver its route gives; warnings join their group."""
+    payload = _payload(key, values, alerting.public_url)
+    if repeat:
+        payload["repeat"] = True
+    notes = []
+    for receiver in alerting.receivers_for(values["labels"], values["severity"]):
+        note = _notification(key, receiver, payload, now, repeat_at=now if repeat else None)
+        if values["severity"] != Severity.CRITICAL.value:  # warnings wait for their group
+            _group(conn, note, values["labels"], alerting, now)
+        notes.append(note)
+    return notes
+
+
+def _told(conn: Connection, keys: Sequence[str], now: datetime) -> None:
+    if keys:
+        conn.execute(update(a).where(a.c.fingerprint.in_(keys)).values(notified_at=now))
 
 
 def _group(
@@ -173,6 +212,7 @@ def _transition(timed: Timed, row: Any, now: datetime) -> dict[str, Any] | None:
             "started_at": row.started_at if firing_now else timed.at,
             "resolved_at": None,
             "updated_at": now,
+            "notified_at": None,  # set once it is told
         }
     if not firing_now:
         return None
@@ -230,33 +270,25 @@ class Muting:
 
 
 def repeat_due(db: Database, now: datetime, repeat_interval: timedelta, alerting: Alerting) -> int:
-    """Notify firing alerts again once ``repeat_interval`` passed since their last notification."""
-    public_url = alerting.public_url
+    """Notify firing alerts again once ``repeat_interval`` passed since they were last told,
+    and those never told (silenced or inhibited when they fired) once nothing mutes them."""
     if not alerting.receivers and not alerting.routes:
         return 0
-    last = (
-        select(n.c.fingerprint, func.max(n.c.created_at).label("last"))
-        .group_by(n.c.fingerprint)
-        .subquery()
-    )
-    query = (
-        select(a, last.c.last)
-        .join(last, last.c.fingerprint == a.c.fingerprint)
-        .where(a.c.state == AlertState.FIRING, last.c.last <= now - repeat_interval)
+    query = select(a).where(
+        a.c.state == AlertState.FIRING,
+        or_(a.c.notified_at.is_(None), a.c.notified_at <= now - repeat_interval),
     )
     with db.write() as conn:
-        due = list(conn.execute(query).mappings())
+        due = list(conn.execute(query.with_for_update()).mappings())
         mute = Muting.load(conn, now)
         outbox: list[dict[str, Any]] = []
         for row in due:
             values = dict(row)
             if mute.muted(values["rule"], values["labels"]):
                 continue
-            payload = {**_payload(values["fingerprint"], values, public_url), "repeat": True}
-            outbox += [
-                _notification(values["fingerprint"], r, payload, now, repeat_at=now)
-                for r in alerting.receivers_for(values["labels"], values["severity"])
-            ]
+            repeat = values["notified_at"] is not None
+            outbox += _notifications(conn, values["fingerprint"], values, alerting, now, repeat)
+        _told(conn, sorted({note["fingerprint"] for note in outbox}), now)
         return _queue(db, conn, outbox)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy import select, update
 from waquality.alerting import rules
 from waquality.alerting.book import Alerting, Timed, repeat_due
 from waquality.alerting.channels import Channel, DeliveryError
+from waquality.ingest import rejections
 from waquality.store import inbox, schema
 from waquality.store.database import Database
 
@@ -28,10 +30,22 @@ BATCH = 100
 FIRST_RETRY = timedelta(seconds=1)
 MAX_RETRY = timedelta(minutes=5)
 REPEAT_CHECK = timedelta(minutes=1)
+# Notifications being sent by one dispatcher: others on the same database leave them alone this
+# long (after a crash, they are sent again then, with the same idempotency key).
+LEASE = timedelta(minutes=2)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthChecks:
+    """Monitoring-health thresholds: silence per WABA, refused signatures per window."""
+
+    webhook_silence: timedelta | None = None
+    signature_threshold: int = 20  # 0: never alert
+    signature_window: timedelta = timedelta(minutes=5)
 
 
 class Dispatcher:
@@ -45,27 +59,33 @@ class Dispatcher:
         repeat_interval: timedelta = timedelta(hours=4),
         public_url: str | None = None,
         alerting: Alerting | None = None,
-        webhook_silence: timedelta | None = None,
+        health: HealthChecks = HealthChecks(),
     ) -> None:
-        self.alerting, self.webhook_silence = alerting, webhook_silence
+        self.alerting, self.health = alerting, health
         self.db, self.receivers, self.clock = db, receivers, clock
         self.give_up_after, self.repeat_interval = give_up_after, repeat_interval
         self.public_url = public_url
         self._next_repeat_check: datetime | None = None
 
     def _check_health(self, now: datetime) -> None:
-        """Monitoring-health alerts: silent WABAs, quarantined payloads."""
+        """Monitoring-health alerts: silent WABAs, quarantined payloads, refused signatures."""
         if self.alerting is None:
             return
         signals = rules.quarantine(inbox.open_quarantined(self.db))
-        if self.webhook_silence is not None:
+        health = self.health
+        if health.signature_threshold:
+            refused = rejections.signature_failures(self.db, now - health.signature_window)
+            signals += rules.signature_failures(
+                refused, health.signature_window, health.signature_threshold
+            )
+        if health.webhook_silence is not None:
             w, watched = schema.wabas, schema.watched_wabas
             query = select(watched.c.waba_id, w.c.last_webhook_at).join_from(
                 watched, w, w.c.id == watched.c.waba_id, isouter=True
             )
             with self.db.read() as conn:
                 for waba_id, last in conn.execute(query):
-                    signals += rules.webhook_silence(waba_id, last, now, self.webhook_silence)
+                    signals += rules.webhook_silence(waba_id, last, now, health.webhook_silence)
         self.alerting.signal(self.db, [Timed(s, now) for s in signals], now)
 
     def close(self) -> None:
@@ -87,7 +107,12 @@ class Dispatcher:
             .limit(BATCH)
         )
         with self.db.read() as conn:
-            due = list(conn.execute(query))
+            if conn.execute(query.limit(1)).first() is None:
+                return 0  # the usual case costs no write
+        with self.db.write() as conn:  # claim them: another dispatcher leaves them alone
+            due = list(conn.execute(query.with_for_update(skip_locked=True)))
+            ids = [row.id for row in due]
+            conn.execute(update(n).where(n.c.id.in_(ids)).values(next_attempt_at=now + LEASE))
         messages: dict[tuple[str, str], list[Any]] = {}
         for row in due:  # a group's due notifications go out as one message
             group = row.group_key or f"alone-{row.id}"

@@ -326,6 +326,28 @@ def webhook_silence(
     ]
 
 
+def signature_failures(count: int, window: timedelta, threshold: int) -> list[Signal]:
+    """Monitoring health: webhook POSTs refused for a missing or wrong signature. Many at once
+    mean a wrong or rotated app secret (Meta's webhooks are being refused) or someone probing."""
+    minutes = max(1, round(window.total_seconds() / 60))
+    if count < threshold:
+        return [
+            _signal("signature_failures", {}, False, Severity.CRITICAL, "signatures valid again")
+        ]
+    return [
+        _signal(
+            "signature_failures",
+            {},
+            True,
+            Severity.CRITICAL,
+            f"{count} webhook POSTs refused for their signature in {minutes} min",
+            "Refused webhooks are not stored. If Meta's own are among them, the app secret is "
+            "wrong or was rotated: set every app's secret in WAQUALITY_APP_SECRET (comma-"
+            "separated). Otherwise someone is posting unsigned or forged requests.",
+        )
+    ]
+
+
 def quarantine(open_items: int) -> list[Signal]:
     """Monitoring health: payloads that could not be parsed are waiting to be looked at."""
     if not open_items:

@@ -41,6 +41,8 @@ FIRST_BACKOFF = timedelta(seconds=30)
 CALL_RETENTION = timedelta(days=2)
 PRUNE_INTERVAL = timedelta(hours=1)
 DISCOVERY_INTERVAL = timedelta(hours=1)  # portfolios are re-read for WABAs added or removed
+# A poll or re-read taken by one poller: others on the same database leave it alone this long.
+LEASE = timedelta(minutes=5)
 
 
 def utcnow() -> datetime:
@@ -172,7 +174,11 @@ class Poller:
         ):
             for problem in self._register(now, retry_auth=False):
                 log.warning("polling: %s", problem)
-        reports = [self.poll(w) for w in watch.watched(self.db) if self._due(w, now)]
+        reports = [
+            self.poll(w)
+            for w in watch.watched(self.db)
+            if self._due(w, now) and watch.claim_poll(self.db, w, now + LEASE)
+        ]
         self.reread(now)
         if self._next_prune is None or now >= self._next_prune:
             watch.prune_calls(self.db, now - CALL_RETENTION)
@@ -307,7 +313,7 @@ class Poller:
 
     def reread(self, now: datetime) -> int:
         """Re-read the objects webhooks asked about; a burst of webhooks made one request."""
-        due = watch.due_rereads(self.db, now)
+        due = watch.due_rereads(self.db, now, LEASE)
         if not due:
             return 0
         wabas = {w.waba_id: w for w in watch.watched(self.db)}

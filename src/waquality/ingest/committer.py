@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from waquality.errors import StoreUnavailable
+from waquality.store.inbox import Body
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,8 @@ log = logging.getLogger(__name__)
 # bottleneck, and background work should wait (see Runtime).
 CROWD = 16
 
-WriteBatch = Callable[[Sequence[tuple[bytes, datetime]]], None]
-_Pending = tuple[bytes, float, asyncio.Future[None], asyncio.AbstractEventLoop]
+WriteBatch = Callable[[Sequence[Body]], None]
+_Pending = tuple[bytes, float, bool, asyncio.Future[None], asyncio.AbstractEventLoop]
 
 
 class GroupCommitter:
@@ -47,14 +48,14 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="waquality-committer", daemon=True)
         self._thread.start()
 
-    async def store(self, body: bytes) -> None:
+    async def store(self, body: bytes, quiet: bool = False) -> None:
         """Return once ``body`` is durably committed; raise :class:`StoreUnavailable` if not."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
             if self._closed:
                 raise StoreUnavailable("shutting down")
-            self._pending.append((body, time.time(), future, loop))
+            self._pending.append((body, time.time(), quiet, future, loop))
         self._wake.set()
         await future
 
@@ -87,7 +88,10 @@ class GroupCommitter:
             error: BaseException | None = None
             try:
                 self._write_batch(
-                    [(body, datetime.fromtimestamp(at, UTC)) for body, at, _, _ in batch]
+                    [
+                        Body(body, datetime.fromtimestamp(at, UTC), quiet)
+                        for body, at, quiet, _, _ in batch
+                    ]
                 )
             except StoreUnavailable as exc:
                 error = exc
@@ -101,7 +105,7 @@ class GroupCommitter:
 
 def _resolve(batch: list[_Pending], error: BaseException | None) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-    for _, _, future, loop in batch:
+    for *_, future, loop in batch:
         by_loop.setdefault(loop, []).append(future)
     for loop, futures in by_loop.items():
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more

@@ -3,6 +3,10 @@
 GET answers Meta's verification handshake. POST checks the body size, the signature over the
 raw bytes, makes the body durable (group commit) and only then answers 200. Failures: 401 no
 signature, 403 wrong signature, 413 too large, 503 when the store cannot commit (Meta retries).
+
+A replay or backfill (signed like Meta's own POSTs) may add ``?quiet=1`` together with the API
+token (``Authorization: Bearer ...``): its bodies change state and history as usual, but nothing
+they carry notifies anyone.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-Store = Callable[[bytes], Awaitable[None]]
+Store = Callable[[bytes, bool], Awaitable[None]]
+Authorized = Callable[[str | None], bool]
 
 MAX_BODY = 4 * 1024 * 1024
 SIGNATURE_HEADER = b"x-hub-signature-256"
@@ -34,11 +39,15 @@ class WebhookReceiver:
         store: Store,
         *,
         max_body: int = MAX_BODY,
+        authorized: Authorized = lambda _: False,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.secrets = list(secrets)
         self.verify_token = verify_token
         self.store = store
         self.max_body = max_body
+        self.authorized = authorized
+        self.on_refused = on_refused
         self._accepted = metrics.WEBHOOK_REQUESTS.labels(result="accepted")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,11 +77,17 @@ class WebhookReceiver:
 
     async def _post(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         signature = b""
+        authorization: str | None = None
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
                 return self._refuse("too_large", 413, b"body too large")
             if name == SIGNATURE_HEADER:
                 signature = value
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+        quiet = _wants_quiet(scope.get("query_string", b""))
+        if quiet is None:
+            return self._refuse("bad_request", 400, b"quiet must be 1, true, 0 or false")
         body = await self._read(receive)
         if body is None:
             return self._refuse("too_large", 413, b"body too large")
@@ -82,8 +97,12 @@ class WebhookReceiver:
             return self._refuse("unsigned", 401, b"missing X-Hub-Signature-256")
         if not verify(self.secrets, body, signature):
             return self._refuse("bad_signature", 403, b"invalid signature")
+        if quiet and not self.authorized(authorization):
+            return self._refuse(
+                "unauthorized", 401, b"quiet=1 needs 'Authorization: Bearer <API token>'"
+            )
         try:
-            await self.store(body)
+            await self.store(body, quiet)
         except StoreUnavailable:
             return self._refuse("unavailable", 503, b"store unavailable, retry later")
         self._accepted.inc()
@@ -104,7 +123,21 @@ class WebhookReceiver:
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    @staticmethod
-    def _refuse(result: str, status: int, text: bytes) -> tuple[int, bytes]:
+    def _refuse(self, result: str, status: int, text: bytes) -> tuple[int, bytes]:
         metrics.WEBHOOK_REQUESTS.labels(result=result).inc()
+        if self.on_refused is not None:
+            self.on_refused(result)
         return status, text
+
+
+def _wants_quiet(query_string: bytes) -> bool | None:
+    """``quiet`` from the query string: False when absent, ``None`` when not understood."""
+    if b"quiet" not in query_string:
+        return False
+    values = parse_qs(query_string.decode("latin-1"), keep_blank_values=True).get("quiet", [""])
+    value = values[-1].strip().lower()
+    if value in ("1", "true", "yes", ""):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    return None

@@ -92,7 +92,7 @@ def _child_main(
 ) -> None:
     from waquality.alerting.book import Alerting
     from waquality.alerting.channels import channels, receiver_name
-    from waquality.alerting.dispatch import Dispatcher
+    from waquality.alerting.dispatch import Dispatcher, HealthChecks
     from waquality.alerting.event_rules import configured_rules
     from waquality.graph.poller import Poller
     from waquality.periodic import Periodic
@@ -116,7 +116,11 @@ def _child_main(
         receivers,
         repeat_interval=settings.alert_repeat_interval,
         public_url=settings.public_url,
-        webhook_silence=settings.webhook_silence_alert,
+        health=HealthChecks(
+            settings.webhook_silence_alert,
+            settings.signature_alert_threshold,
+            settings.signature_alert_window,
+        ),
     )
     delivery = Periodic(
         dispatcher.run_once, interval=1.0, name="waquality-alerts", on_stop=dispatcher.close

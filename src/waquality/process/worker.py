@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -98,10 +99,12 @@ class Processor:
                         rows = inbox.claim_pending(conn, self.batch_size)
                         parsed = [(r.id, r.received_at, parse_body(r.body)) for r in rows]
                         ids = [r.id for r in rows]
+                        quiet = {r.id for r in rows if r.quiet}
                     else:
                         still = inbox.still_pending(conn, ids)
-                        parsed = [(rid, *prefetched[rid]) for rid in ids if rid in still]
-                    result = self._process(conn, parsed)
+                        parsed = [(rid, *prefetched[rid][:2]) for rid in ids if rid in still]
+                        quiet = {rid for rid in ids if prefetched[rid][2]}
+                    result = self._process(conn, parsed, quiet)
                 if result.notifications:
                     self.alerting.queued()
                 self._touch_wabas(result.wabas_seen)
@@ -120,10 +123,10 @@ class Processor:
             result.add(self._process_alone(raw_id))
         return result
 
-    def _prefetch(self) -> dict[int, tuple[datetime, ParsedBody]]:
+    def _prefetch(self) -> dict[int, tuple[datetime, ParsedBody, bool]]:
         with self.db.read() as conn:
             rows = inbox.peek_pending(conn, self.batch_size)
-        return {r.id: (r.received_at, parse_body(r.body)) for r in rows}
+        return {r.id: (r.received_at, parse_body(r.body), r.quiet) for r in rows}
 
     def drain(self, limit: int | None = None) -> BatchResult:
         """Process until nothing is pending (or ``limit`` bodies were processed)."""
@@ -140,7 +143,9 @@ class Processor:
             with self.db.write() as conn:
                 rows = inbox.claim_ids(conn, [raw_id])
                 return self._process(
-                    conn, [(r.id, r.received_at, parse_body(r.body)) for r in rows]
+                    conn,
+                    [(r.id, r.received_at, parse_body(r.body)) for r in rows],
+                    {r.id for r in rows if r.quiet},
                 )
         except StoreUnavailable:
             raise
@@ -156,10 +161,22 @@ class Processor:
             return BatchResult(bodies=1, quarantined=1)
 
     def _process(
-        self, conn: Connection, parsed: list[tuple[int, datetime, ParsedBody]]
+        self,
+        conn: Connection,
+        parsed: list[tuple[int, datetime, ParsedBody]],
+        quiet: AbstractSet[int] = frozenset(),
     ) -> BatchResult:
-        if not parsed:
-            return BatchResult()
+        """A batch in one transaction; bodies marked quiet apart, so they notify nobody."""
+        result = BatchResult()
+        loud = [item for item in parsed if item[0] not in quiet]
+        for group, notify in ((loud, True), ([p for p in parsed if p[0] in quiet], False)):
+            if group:
+                result.add(self._process_group(conn, group, notify))
+        return result
+
+    def _process_group(
+        self, conn: Connection, parsed: list[tuple[int, datetime, ParsedBody]], notify: bool
+    ) -> BatchResult:
         now = self.clock()
         result = BatchResult(bodies=len(parsed))
         new_events = self._insert_events(conn, parsed, result)
@@ -175,7 +192,7 @@ class Processor:
         ]
         result.history = writer.apply(changes)
         result.notifications = self.alerting.apply(
-            self.db, conn, writer.changed, now, [(e, at) for e, at, _ in new_events]
+            self.db, conn, writer.changed, now, [(e, at) for e, at, _ in new_events], notify=notify
         )
         rereads = [
             Reread(event.subject_kind, event.subject_id, event.waba_id)

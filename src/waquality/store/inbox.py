@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,24 +14,36 @@ from waquality.store import schema
 from waquality.store.database import Database
 
 raw = schema.raw_webhooks
-_COPY_BODIES = "COPY raw_webhooks (body, received_at) FROM STDIN (FORMAT BINARY)"
+_COPY_BODIES = "COPY raw_webhooks (body, received_at, quiet) FROM STDIN (FORMAT BINARY)"
 
 
-def insert_bodies(conn: Connection, bodies: Sequence[tuple[bytes, datetime]]) -> None:
+@dataclass(frozen=True, slots=True)
+class Body:
+    """An acknowledged webhook body as it is stored."""
+
+    body: bytes
+    received_at: datetime
+    quiet: bool = False  # a marked replay or backfill: its state changes notify nobody
+
+
+def insert_bodies(conn: Connection, bodies: Sequence[Body]) -> None:
     if conn.dialect.name == "postgresql":  # COPY: a fraction of the per-row cost of INSERT
         driver = conn.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cursor, cursor.copy(_COPY_BODIES) as copy:
-            copy.set_types(["bytea", "timestamptz"])
-            for body, at in bodies:
-                copy.write_row((body, at))
+            copy.set_types(["bytea", "timestamptz", "bool"])
+            for b in bodies:
+                copy.write_row((b.body, b.received_at, b.quiet))
         return
-    conn.execute(raw.insert(), [{"body": body, "received_at": at} for body, at in bodies])
+    conn.execute(
+        raw.insert(),
+        [{"body": b.body, "received_at": b.received_at, "quiet": b.quiet} for b in bodies],
+    )
 
 
 def _oldest_pending(limit: int) -> Select[Any]:
     return (
-        select(raw.c.id, raw.c.body, raw.c.received_at)
+        select(raw.c.id, raw.c.body, raw.c.received_at, raw.c.quiet)
         .where(raw.c.status == RawStatus.PENDING.value)
         .order_by(raw.c.id)
         .limit(limit)
@@ -52,9 +65,9 @@ def still_pending(conn: Connection, ids: Sequence[int]) -> set[int]:
     return set(conn.execute(query).scalars())
 
 
-def claim_ids(conn: Connection, ids: Sequence[int]) -> Sequence[Row[Any, Any, Any]]:
+def claim_ids(conn: Connection, ids: Sequence[int]) -> Sequence[Row[Any, Any, Any, Any]]:
     query = (
-        select(raw.c.id, raw.c.body, raw.c.received_at)
+        select(raw.c.id, raw.c.body, raw.c.received_at, raw.c.quiet)
         .where(raw.c.id.in_(ids), raw.c.status == RawStatus.PENDING.value)
         .order_by(raw.c.id)
         .with_for_update(skip_locked=True)

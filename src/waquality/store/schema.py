@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     text,
 )
 from sqlalchemy.types import TypeDecorator
@@ -78,6 +79,8 @@ raw_webhooks = Table(
     Column("processed_at", UTCDateTime),
     Column("has_customer_data", Boolean),
     Column("redacted_at", UTCDateTime),
+    # a replay or backfill marked by its sender: its state changes notify nobody
+    Column("quiet", Boolean, nullable=False, server_default=false()),
     Index(
         "ix_raw_webhooks_pending",
         "id",
@@ -277,6 +280,9 @@ alerts = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("resolved_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
+    # when its current firing was last told (or deemed told: a quiet replay); NULL: not yet
+    # (it was silenced or inhibited), so it goes out once it no longer is
+    Column("notified_at", UTCDateTime),
     Index("ix_alerts_state_started_at", "state", "started_at"),
 )
 
@@ -314,6 +320,16 @@ silences = Table(
     Column("comment", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# Webhook POSTs refused before anything was stored (bad or missing signature), per minute:
+# what the signature-failure alert counts, shared by every receiving process.
+webhook_rejections = Table(
+    "webhook_rejections",
+    metadata,
+    Column("minute", UTCDateTime, primary_key=True),
+    Column("reason", String(32), primary_key=True),
+    Column("count", BigInteger, nullable=False),
 )
 
 history = Table(

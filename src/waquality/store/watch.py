@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
@@ -145,6 +145,18 @@ def remove(db: Database, waba_id: str) -> WatchOrigin | None:
         return origin
 
 
+def claim_poll(db: Database, item: Watched, until: datetime) -> bool:
+    """Take this WABA's due poll for this poller: true unless another poller on the same
+    database took it first. A poller that dies leaves it due again at ``until``."""
+    was = item.next_poll_at
+    unchanged = w.c.next_poll_at.is_(None) if was is None else w.c.next_poll_at == was
+    with db.write() as conn:
+        result = conn.execute(
+            update(w).where(w.c.waba_id == item.waba_id, unchanged).values(next_poll_at=until)
+        )
+        return bool(result.rowcount)
+
+
 def poll_soon(db: Database, waba_id: str) -> bool:
     with db.write() as conn:
         result = conn.execute(update(w).where(w.c.waba_id == waba_id).values(next_poll_at=None))
@@ -220,13 +232,23 @@ def request_rereads(
     )
 
 
-def due_rereads(db: Database, now: datetime) -> list[Reread]:
+def due_rereads(db: Database, now: datetime, lease: timedelta) -> list[Reread]:
+    """The re-reads due now, claimed for ``lease`` (another poller on the same database skips
+    them; a poller that dies leaves them due again when the lease ends)."""
     query = select(r).where(r.c.due_at <= now).order_by(r.c.due_at)
     with db.read() as conn:
-        return [
-            Reread(SubjectKind(row.subject_kind), row.subject_id, row.waba_id)
-            for row in conn.execute(query)
-        ]
+        if conn.execute(query.limit(1)).first() is None:
+            return []  # the usual case costs no write
+    with db.write() as conn:
+        rows = list(conn.execute(query.with_for_update(skip_locked=True)))
+        for kind in {row.subject_kind for row in rows}:
+            ids = [row.subject_id for row in rows if row.subject_kind == kind]
+            conn.execute(
+                update(r)
+                .where(r.c.subject_kind == kind, r.c.subject_id.in_(ids))
+                .values(due_at=now + lease)
+            )
+    return [Reread(SubjectKind(row.subject_kind), row.subject_id, row.waba_id) for row in rows]
 
 
 def forget_rereads(db: Database, done: Sequence[Reread]) -> None:
