@@ -271,7 +271,7 @@ class Poller:
         with self.db.write() as conn:
             for join in read.joins:
                 join_phone(self.db, conn, join, now)
-            writer = StateWriter(self.db, conn, now, Source.POLL.value)
+            writer = StateWriter(self.db, conn, now, Source.POLL.value, keep_confirmations=False)
             history = writer.apply([TimedChange(change, now, None) for change in read.changes])
             queued = self.alerting.apply(self.db, conn, writer.changed, now)
         if queued:

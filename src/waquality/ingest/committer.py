@@ -3,7 +3,8 @@
 Requests hand their body to :meth:`GroupCommitter.store` and wait. One writer thread takes
 everything that arrived since its last commit, writes it in one transaction and wakes all those
 requests at once. It never waits on a timer: it commits as soon as it is idle, so a lone request
-is as fast as one commit and a crowd shares the fsync.
+is as fast as one commit and a crowd shares the fsync. When a commit fails, the requests
+that queued up during the attempt fail with it: all get 503 within one write timeout.
 """
 
 from __future__ import annotations
@@ -70,8 +71,13 @@ class GroupCommitter:
         with self._lock:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
-            if not self._pending:
+            if not self._pending and not self._closed:  # close() must still wake us
                 self._wake.clear()
+            return batch
+
+    def _take_all(self) -> list[_Pending]:
+        with self._lock:
+            batch, self._pending = self._pending, []
             return batch
 
     def _run(self) -> None:
@@ -98,6 +104,10 @@ class GroupCommitter:
             except Exception as exc:  # never let a failure leave requests hanging
                 log.exception("webhook commit failed")
                 error = StoreUnavailable(f"{type(exc).__name__}")
+            if error is not None:
+                # Whoever queued up meanwhile has waited already; a fresh attempt could make
+                # them wait a whole write timeout more. The store cannot commit: say so now.
+                batch += self._take_all()
             _resolve(batch, error)
             if error is None and self._on_commit is not None:
                 self._on_commit()

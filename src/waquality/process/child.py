@@ -62,6 +62,8 @@ class ProcessingChild:
             if self._process.is_alive() or self._stopping.is_set():
                 continue
             log.error("processing child exited (code %s); restarting", self._process.exitcode)
+            if self.gate is not None:  # a hold on the write gate died with the child
+                self.gate.reset()
             if self._stopping.wait(RESTART_DELAY):
                 return
             self._spawn()

@@ -9,10 +9,11 @@ webhook acknowledgements go before background processing. PostgreSQL commits wit
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.context import BaseContext
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url
@@ -36,52 +37,105 @@ class _Cell:
         self.value = 0
 
 
+class _Shared(NamedTuple):
+    cond: Any  # guards the two numbers below
+    busy: Any  # 1 while a writer holds the gate
+    waiting: Any  # priority writers waiting
+
+
+GATE_POLL = 0.5  # seconds: how often a waiter looks again whether the gate was reset
+
+
 class WriteGate:
     """One writer at a time; the ``priority`` side (acknowledgements) goes first.
 
     Made with a multiprocessing context, the gate is shared with a child process (passed to it
     at spawn), so SQLite's single writer is coordinated across processes by us, promptly, and
-    not by SQLite's busy handler, which sleeps in steps of up to 100 ms.
+    not by SQLite's busy handler, which sleeps in steps of up to 100 ms. If that process dies
+    while it holds the gate, :meth:`reset` (before a new child is spawned) forgets its hold:
+    waiters move to the new gate within ``GATE_POLL`` seconds. SQLite's own locking still
+    protects the file if a dying writer and a new one overlap.
     """
 
     def __init__(self, context: BaseContext | None = None) -> None:
-        self._cond: Any = context.Condition() if context else threading.Condition()
-        self._busy: Any = context.Value("b", 0, lock=False) if context else _Cell()
-        self._waiting: Any = context.Value("i", 0, lock=False) if context else _Cell()
+        self._context = context
+        self._shared = self._make()
+
+    def _make(self) -> _Shared:
+        context = self._context
+        if context is None:
+            return _Shared(threading.Condition(), _Cell(), _Cell())
+        return _Shared(
+            context.Condition(),
+            context.Value("b", 0, lock=False),
+            context.Value("i", 0, lock=False),
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_context": None, "_shared": self._shared}  # a child never resets
+
+    def reset(self) -> None:
+        """Forget every hold and wait: the process that held the gate died."""
+        self._shared = self._make()
 
     @contextmanager
-    def priority(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting.value += 1
-            while self._busy.value:
-                self._cond.wait()
-            self._waiting.value -= 1
-            self._busy.value = 1
+    def priority(self, deadline: float | None = None) -> Iterator[None]:
+        """``deadline`` (``time.monotonic()``): give up then with :class:`StoreUnavailable`."""
+        shared = self._enter(priority=True, deadline=deadline)
         try:
             yield
         finally:
-            self._release()
+            self._release(shared)
 
     @contextmanager
     def background(self) -> Iterator[None]:
-        with self._cond:
-            while self._busy.value or self._waiting.value:
-                self._cond.wait()
-            self._busy.value = 1
+        shared = self._enter(priority=False, deadline=None)
         try:
             yield
         finally:
-            self._release()
+            self._release(shared)
 
-    def _release(self) -> None:
-        with self._cond:
-            self._busy.value = 0
-            self._cond.notify_all()
+    def _enter(self, *, priority: bool, deadline: float | None) -> _Shared:
+        while True:
+            shared = self._shared
+            if not shared.cond.acquire(True, self._pause(deadline)):
+                continue
+            try:
+                if priority:
+                    shared.waiting.value += 1
+                try:
+                    while shared.busy.value or (not priority and shared.waiting.value):
+                        if self._shared is not shared:
+                            break  # reset: try the new gate
+                        shared.cond.wait(self._pause(deadline))
+                    else:
+                        shared.busy.value = 1
+                        return shared
+                finally:
+                    if priority:
+                        shared.waiting.value -= 1
+            finally:
+                shared.cond.release()
+
+    @staticmethod
+    def _pause(deadline: float | None) -> float:
+        if deadline is None:
+            return GATE_POLL
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise StoreUnavailable("write timeout: another writer holds the database")
+        return min(GATE_POLL, left)
+
+    @staticmethod
+    def _release(shared: _Shared) -> None:
+        with shared.cond:
+            shared.busy.value = 0
+            shared.cond.notify_all()
 
 
 class _NoGate(WriteGate):
     @contextmanager
-    def priority(self) -> Iterator[None]:
+    def priority(self, deadline: float | None = None) -> Iterator[None]:
         yield
 
     @contextmanager
@@ -106,6 +160,7 @@ class Database:
             raise ConfigError(f"database URL cannot be parsed: {type(exc).__name__}") from None
         self.url = parsed
         self.dialect = parsed.get_backend_name()
+        self.write_timeout = write_timeout
         self._ack_conn: Connection | None = None
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url, pool_size, int(write_timeout * 1000))
@@ -147,7 +202,9 @@ class Database:
 
         ``priority`` writes (webhook acknowledgements, from one thread) use one dedicated
         connection that never runs SQLite's WAL checkpoints: those happen on other connections
-        (processing commits, :meth:`checkpoint`), off the acknowledgement path.
+        (processing commits, :meth:`checkpoint`), off the acknowledgement path. They wait at
+        most ``write_timeout`` in all, for the gate and SQLite's lock together, then raise
+        :class:`StoreUnavailable`: a webhook is answered 503 in time, not after two timeouts.
         """
         if not priority:
             with self.gate.background(), unavailable_on_error(), self.engine.connect() as conn:
@@ -155,8 +212,14 @@ class Database:
                 with conn.begin():
                     yield conn
             return
-        with self.gate.priority(), unavailable_on_error():
+        deadline = time.monotonic() + self.write_timeout
+        with self.gate.priority(deadline), unavailable_on_error():
             conn = self._ack_connection()
+            if self.is_sqlite:  # the file's lock gets what is left after the gate
+                left = max(0, int((deadline - time.monotonic()) * 1000))
+                driver = conn.connection.driver_connection
+                assert driver is not None
+                driver.execute(f"PRAGMA busy_timeout={left}")
             try:
                 with conn.begin():
                     yield conn

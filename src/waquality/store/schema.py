@@ -349,6 +349,24 @@ history = Table(
     Index("ix_history_occurred_at", "occurred_at"),
 )
 
+facts = Table(
+    "facts",
+    metadata,
+    # Every fact about a tracked field (polls' confirmations that change nothing excepted):
+    # what a field's history is replayed from when an older fact arrives late.
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("subject_kind", String(16), nullable=False),
+    Column("subject_key", String(64), nullable=False),
+    Column("field", String(64), nullable=False),
+    Column("op", String(16), nullable=False),  # set, at_least, increment, restore
+    Column("value", Text),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("event_id", Id, ForeignKey("events.id", ondelete="SET NULL")),
+    Index("ix_facts_subject", "subject_kind", "subject_key", "field", "occurred_at"),
+)
+
 instance = Table(
     "instance",
     metadata,

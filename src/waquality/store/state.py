@@ -1,11 +1,18 @@
 """Apply state changes to the current-state tables and write their history.
 
 Rules:
-- per field, the newest event wins: a change older than the field's ``as_of`` goes into history
-  (between the rows around it) but never overwrites the current value;
+- every fact about a tracked field is kept (``facts``), and a field's history is the replay of
+  its facts in time order (:mod:`waquality.domain.timeline`): whatever order the facts arrive
+  in, history and current value come out the same;
+- a fact newer than the field's ``as_of`` is applied at once (the usual case); an older one, or
+  a restore, makes the field's history be replayed from its facts;
 - only a real change (old ≠ new) creates a history row;
 - rows are locked (``FOR UPDATE`` on PostgreSQL) in a fixed order, so concurrent workers never
   lose an update and never deadlock.
+
+Polls confirm every value every few minutes: a confirmation that changes nothing is not kept as
+a fact (it only moves ``as_of``), so a field whose newest confirmation is such a poll keeps its
+current value when older facts are replayed, and its history ends in a row at that confirmation.
 """
 
 from __future__ import annotations
@@ -17,21 +24,20 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Connection,
-    String,
+    Integer,
     Table,
-    and_,
     bindparam,
     delete,
     select,
-    union_all,
+    tuple_,
     update,
-    values,
 )
-from sqlalchemy import column as sql_column
 
-from waquality.domain.enums import SubjectKind, TemplateStatus
+from waquality.domain.enums import Source, SubjectKind
 from waquality.domain.events import PhoneJoin
+from waquality.domain.timeline import Fact, replay
 from waquality.process.interpret import UNTRACKED_FIELDS, Op, StateChange, StateValue, SubjectRef
 from waquality.store import schema
 from waquality.store.database import Database
@@ -87,14 +93,25 @@ def history_text(value: Any) -> str | None:
 class StateWriter:
     """Applies one batch of changes inside the caller's write transaction."""
 
-    def __init__(self, db: Database, conn: Connection, now: datetime, source: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        conn: Connection,
+        now: datetime,
+        source: str,
+        *,
+        keep_confirmations: bool = True,
+    ) -> None:
+        """``keep_confirmations``: keep facts that change nothing (webhooks: yes; polls, which
+        confirm every value every few minutes: no)."""
         self.db, self.conn, self.now, self.source = db, conn, now, source
+        self.keep_confirmations = keep_confirmations
+        self._facts: list[dict[str, Any]] = []
+        self._replays: set[tuple[tuple[SubjectKind, Any], str]] = set()
         self._rows: dict[tuple[SubjectKind, Any], dict[str, Any]] = {}
         self._refs: dict[SubjectRef, tuple[SubjectKind, Any]] = {}
         self._dirty: set[tuple[SubjectKind, Any]] = set()
         self._history: list[dict[str, Any]] = []
-        # Older facts (their subject and history row), slotted into history at the end.
-        self._late: list[tuple[tuple[SubjectKind, Any], dict[str, Any]]] = []
         self.history_written = 0
         self.changed: list[Changed] = []  # current values that changed, in order
 
@@ -106,7 +123,7 @@ class StateWriter:
         self._load({c.change.subject for c in ordered})
         for timed in ordered:
             self._apply_one(timed)
-        self._apply_late()
+        self._replay()
         self._flush()
         return self.history_written
 
@@ -177,46 +194,79 @@ class StateWriter:
         row = self._rows[ident]
         field, at = change.field, timed.occurred_at
         epoch = at.timestamp()
+        newest = row["as_of"].get(field, float("-inf"))
+        if field in UNTRACKED_FIELDS:  # no history: the newest value wins, and that is all
+            if epoch >= newest:
+                row["as_of"][field] = epoch
+                if row[field] != stored(change.value):
+                    row[field] = stored(change.value)
+                    self._dirty.add(ident)
+            return
+        fact = self._fact(ident, field, change, at, timed.event_id)
+        if epoch < newest or change.op is Op.RESTORE:  # replay the field at the end
+            self._facts.append(fact)
+            self._replays.add((ident, field))
+            for follow_up in self._follow_ups(ident, row, field, change.value):
+                self._apply_change(follow_up, at, timed.event_id)
+            return
         current = row[field]
         match change.op:
-            case Op.SET:
-                if epoch < row["as_of"].get(field, float("-inf")):
-                    if field not in UNTRACKED_FIELDS:
-                        late = self._history_row(
-                            ident, field, None, change.value, at, timed.event_id
-                        )
-                        self._late.append((ident, late))
-                    return
-                new = stored(change.value)
             case Op.AT_LEAST:
-                new = max(int(current or 0), _count(change.value))
+                new: StateValue = max(int(current or 0), _count(change.value))
             case Op.INCREMENT:
                 new = int(current or 0) + _count(change.value)
-            case Op.RESTORE:
-                if epoch < row["as_of"].get(field, float("-inf")) or current != change.value:
-                    return
-                new = self._value_before(ident, field) or TemplateStatus.UNKNOWN.value
-        row["as_of"][field] = max(epoch, row["as_of"].get(field, epoch))
+            case _:
+                new = stored(change.value)
+        row["as_of"][field] = epoch
         self._dirty.add(ident)
         if new == current:
+            if self.keep_confirmations:
+                self._facts.append(fact)
             return
         row[field] = new
-        if field not in UNTRACKED_FIELDS:
-            self._history.append(self._history_row(ident, field, current, new, at, timed.event_id))
-            self.changed.append(Changed(ident[0], row, field, current, new, at))
-        for follow_up in self._follow_ups(ident, row, field):
-            if follow_up.subject not in self._refs:
-                self._load([follow_up.subject])
-            self._apply_one(TimedChange(follow_up, at, timed.event_id))
+        self._facts.append(fact)
+        self._history.append(self._history_row(ident, field, current, new, at, timed.event_id))
+        self.changed.append(Changed(ident[0], row, field, current, new, at))
+        for follow_up in self._follow_ups(ident, row, field, new):
+            self._apply_change(follow_up, at, timed.event_id)
+
+    def _apply_change(self, change: StateChange, at: datetime, event_id: int | None) -> None:
+        if change.subject not in self._refs:
+            self._load([change.subject])
+        self._apply_one(TimedChange(change, at, event_id))
+
+    def _fact(
+        self,
+        ident: tuple[SubjectKind, Any],
+        field: str,
+        change: StateChange,
+        at: datetime,
+        event_id: int | None,
+    ) -> dict[str, Any]:
+        kind, key = ident
+        return {
+            "subject_kind": kind.value,
+            "subject_key": str(key),
+            "field": field,
+            "op": change.op.value,
+            "value": history_text(change.value),
+            "occurred_at": at,
+            "recorded_at": self.now,
+            "source": self.source,
+            "event_id": event_id,
+        }
 
     def _follow_ups(
-        self, ident: tuple[SubjectKind, Any], row: dict[str, Any], field: str
+        self, ident: tuple[SubjectKind, Any], row: dict[str, Any], field: str, value: StateValue
     ) -> list[StateChange]:
         """A WABA's messaging limit is its business portfolio's limit."""
         kind, _ = ident
-        portfolio = kind is SubjectKind.WABA and field in ("messaging_limit", "business_id")
-        if portfolio and row["business_id"] and row["messaging_limit"]:
-            business = SubjectRef(SubjectKind.BUSINESS, row["business_id"])
+        if kind is not SubjectKind.WABA or not row["business_id"]:
+            return []
+        business = SubjectRef(SubjectKind.BUSINESS, row["business_id"])
+        if field == "messaging_limit" and value:
+            return [StateChange(business, "messaging_limit", value)]
+        if field == "business_id" and row["messaging_limit"]:
             return [StateChange(business, "messaging_limit", row["messaging_limit"])]
         return []
 
@@ -242,146 +292,69 @@ class StateWriter:
             "event_id": event_id,
         }
 
-    def _apply_late(self) -> None:
-        """Slot the older facts of this batch into history, without touching current values.
-
-        One query reads, per (subject, field), the history around the span of its late facts;
-        the merge happens here; the fixes go out in at most three statements.
-        """
-        # Newest first: each fact then meets the newer ones of this batch already in place,
-        # exactly as if they had arrived one by one in reverse, the usual shape of a delay.
-        late = sorted(self._late, key=lambda item: item[1]["occurred_at"], reverse=True)
-        self._late = []
-        if not late:
+    def _replay(self) -> None:
+        """Replay the history of every field an older fact (or a restore) touched: delete its
+        rows, write the replayed ones, and set the current value the facts give (unless a newer
+        confirmation that changed nothing holds it)."""
+        wanted, self._replays = sorted(self._replays, key=str), set()
+        if not wanted:
             return
         self._flush_history()
-        spans: dict[tuple[str, str, str], tuple[datetime, datetime]] = {}
-        for _, row in late:  # newest first: the first sighting is the end of the span
-            key, at = (row["subject_kind"], row["subject_key"], row["field"]), row["occurred_at"]
-            spans[key] = (at, spans.get(key, (at, at))[1])
-        timelines = self._timelines(spans)
-        updates: dict[int, str | None] = {}
-        deletes: set[int] = set()
-        for ident, row in late:
-            timeline = timelines[(row["subject_kind"], row["subject_key"], row["field"])]
-            at = row["occurred_at"]
-            position = next(
-                (i for i, e in enumerate(timeline) if e["occurred_at"] > at), len(timeline)
+        keys = [(kind.value, str(key), field) for (kind, key), field in wanted]
+        f, h = schema.facts, schema.history
+        subject = tuple_(f.c.subject_kind, f.c.subject_key, f.c.field)
+        found: dict[tuple[str, str, str], list[Fact]] = {key: [] for key in keys}
+        query = select(f).where(subject.in_(keys)).order_by(f.c.occurred_at, f.c.id)
+        for r in self.conn.execute(query):
+            found[(r.subject_kind, r.subject_key, r.field)].append(
+                Fact(Op(r.op), r.value, r.occurred_at, r.source, r.event_id, r.recorded_at, r.id)
             )
-            before = timeline[position - 1]["new_value"] if position else None
-            if before == row["new_value"]:
+        self.conn.execute(
+            delete(h).where(tuple_(h.c.subject_kind, h.c.subject_key, h.c.field).in_(keys))
+        )
+        for (ident, field), key in zip(wanted, keys, strict=True):
+            row = self._rows[ident]
+            timeline = replay(found[key], _INITIAL.get(field))
+            for step in timeline.steps:
+                self._history.append(self._step_row(key, step.old, step.new, step.fact))
+            if timeline.newest is None:
                 continue
-            row["old_value"] = before
-            timeline.insert(position, row)
-            self._history.append(row)
-            if position + 1 == len(timeline):
-                self._close_timeline(ident, row, timeline)
+            newest = max(row["as_of"].get(field, float("-inf")), timeline.newest.timestamp())
+            row["as_of"][field] = newest
+            self._dirty.add(ident)
+            current = history_text(row[field])
+            if newest > timeline.newest.timestamp():  # a newer confirmation holds the value
+                if current != timeline.value:
+                    at = datetime.fromtimestamp(newest, UTC)
+                    back = Fact(Op.SET, current, at, Source.POLL.value, None, self.now)
+                    self._history.append(self._step_row(key, timeline.value, current, back))
                 continue
-            after = timeline[position + 1]
-            if after["new_value"] == row["new_value"]:  # the next row no longer changes anything
-                del timeline[position + 1]
-                if "id" in after:
-                    deletes.add(after["id"])
-                    updates.pop(after["id"], None)
-                else:
-                    self._history = [r for r in self._history if r is not after]
-            else:
-                after["old_value"] = row["new_value"]
-                if "id" in after:
-                    updates[after["id"]] = row["new_value"]
-        h = schema.history
-        if deletes:
-            self.conn.execute(delete(h).where(h.c.id.in_(sorted(deletes))))
-        if updates:
-            self.conn.execute(
-                update(h).where(h.c.id == bindparam("_id")).values(old_value=bindparam("_old")),
-                [{"_id": i, "_old": old} for i, old in sorted(updates.items())],
-            )
+            if current != timeline.value:
+                new = _typed(schema.STATE_TABLES[ident[0]].c[field], timeline.value)
+                self.changed.append(Changed(ident[0], row, field, row[field], new, timeline.newest))
+                row[field] = new
 
-    def _close_timeline(
-        self, ident: tuple[SubjectKind, Any], last: dict[str, Any], timeline: list[dict[str, Any]]
-    ) -> None:
-        """History ends in the current value: a late fact that became the last row is followed
-        by the fact that set the current value (which changed nothing when it arrived)."""
-        row, field = self._rows[ident], last["field"]
-        if history_text(row[field]) == last["new_value"]:
-            return
-        confirmed = datetime.fromtimestamp(row["as_of"][field], UTC)
-        back = self._history_row(ident, field, last["new_value"], row[field], confirmed, None)
-        timeline.append(back)
-        self._history.append(back)
-
-    def _timelines(
-        self, since: dict[tuple[str, str, str], tuple[datetime, datetime]]
-    ) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
-        """Per (subject kind, key, field) and its span of late facts: the history rows within
-        the span and the one on each side of it, oldest first. One statement for all keys."""
-        h, h2 = schema.history, schema.history.alias("h2")
-        keys = values(
-            sql_column("kind", String),
-            sql_column("key", String),
-            sql_column("field", String),
-            sql_column("since", schema.UTCDateTime),
-            sql_column("until", schema.UTCDateTime),
-            name="late_keys",
-        )
-        rows = [(*key, first, last) for key, (first, last) in sorted(since.items())]
-        k = keys.data(rows).cte("late_keys")
-        columns = (h.c.id, h.c.subject_kind, h.c.subject_key, h.c.field, h.c.occurred_at)
-        same2 = and_(
-            h2.c.subject_kind == k.c.kind, h2.c.subject_key == k.c.key, h2.c.field == k.c.field
-        )
-        last_before = (
-            select(h2.c.id)
-            .where(same2, h2.c.occurred_at <= k.c.since)
-            .order_by(h2.c.occurred_at.desc(), h2.c.id.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        first_after = (
-            select(h2.c.id)
-            .where(same2, h2.c.occurred_at > k.c.until)
-            .order_by(h2.c.occurred_at, h2.c.id)
-            .limit(1)
-            .scalar_subquery()
-        )
-        same = and_(
-            h.c.subject_kind == k.c.kind, h.c.subject_key == k.c.key, h.c.field == k.c.field
-        )
-        between = and_(same, h.c.occurred_at > k.c.since, h.c.occurred_at <= k.c.until)
-        query = union_all(
-            *(
-                select(*columns, h.c.new_value).select_from(k.join(h, condition))
-                for condition in (between, h.c.id == last_before, h.c.id == first_after)
-            )
-        )
-        timelines: dict[tuple[str, str, str], list[dict[str, Any]]] = {key: [] for key in since}
-        for found in self.conn.execute(query):
-            timelines[(found.subject_kind, found.subject_key, found.field)].append(
-                {"id": found.id, "occurred_at": found.occurred_at, "new_value": found.new_value}
-            )
-        for timeline in timelines.values():
-            timeline.sort(key=lambda e: (e["occurred_at"], e["id"]))
-        return timelines
-
-    def _value_before(self, ident: tuple[SubjectKind, Any], field: str) -> str | None:
-        self._apply_late()
-        self._flush_history()
-        h = schema.history
-        return self.conn.execute(
-            select(h.c.old_value)
-            .where(
-                h.c.subject_kind == ident[0].value,
-                h.c.subject_key == str(ident[1]),
-                h.c.field == field,
-            )
-            .order_by(h.c.occurred_at.desc(), h.c.id.desc())
-            .limit(1)
-        ).scalar()
+    def _step_row(
+        self, key: tuple[str, str, str], old: str | None, new: str | None, fact: Fact
+    ) -> dict[str, Any]:
+        return {
+            "subject_kind": key[0],
+            "subject_key": key[1],
+            "field": key[2],
+            "old_value": old,
+            "new_value": new,
+            "occurred_at": fact.occurred_at,
+            "recorded_at": fact.recorded_at,
+            "source": fact.source,
+            "event_id": fact.event_id,
+        }
 
     # -- writing ------------------------------------------------------------------------------
 
     def _flush_history(self) -> None:
+        if self._facts:
+            self.conn.execute(schema.facts.insert(), self._facts)
+            self._facts = []
         if self._history:
             self.conn.execute(schema.history.insert(), self._history)
             self.history_written += len(self._history)
@@ -411,6 +384,25 @@ class StateWriter:
 
 def _count(value: StateValue) -> int:
     return value if isinstance(value, int) else 0
+
+
+# Where a field's replay starts: counters from zero (as new template rows do), the rest from
+# nothing.
+_INITIAL = {"pause_count": "0", "rate_limit_pause_count": "0"}
+
+
+def _typed(column: Any, text: str | None) -> Any:
+    """A history text back into the column's type."""
+    if text is None:
+        return None
+    kind = column.type
+    if isinstance(kind, schema.UTCDateTime):
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if isinstance(kind, Boolean):
+        return text == "true"
+    if isinstance(kind, Integer):  # BigInteger too
+        return int(text)
+    return text
 
 
 def join_phone(db: Database, conn: Connection, join: PhoneJoin, now: datetime) -> None:
@@ -475,12 +467,14 @@ def _merge(conn: Connection, *, into: dict[str, Any], other: dict[str, Any], now
             as_of[field] = stamp
     values["as_of"] = as_of
     values["waba_id"] = into["waba_id"] or other["waba_id"]
-    conn.execute(
-        h.update()
-        .where(
-            h.c.subject_kind == SubjectKind.PHONE_NUMBER.value, h.c.subject_key == str(other["key"])
+    for table in (h, schema.facts):
+        conn.execute(
+            table.update()
+            .where(
+                table.c.subject_kind == SubjectKind.PHONE_NUMBER.value,
+                table.c.subject_key == str(other["key"]),
+            )
+            .values(subject_key=str(into["key"]))
         )
-        .values(subject_key=str(into["key"]))
-    )
     conn.execute(delete(t).where(t.c.key == other["key"]))
     conn.execute(update(t).where(t.c.key == into["key"]).values(values))
