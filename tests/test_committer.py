@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -68,6 +69,31 @@ def test_an_unexpected_error_becomes_unavailable() -> None:
             asyncio.run(committer.store(b"x"))
     finally:
         committer.close()
+
+
+def test_a_hanging_store_is_answered_in_time_and_the_commit_goes_on() -> None:
+    release = threading.Event()
+    written: list[bytes] = []
+
+    def hanging(batch: Sequence[Body]) -> None:
+        release.wait(30)  # a database that neither answers nor fails
+        written.extend(b.body for b in batch)
+
+    committer = GroupCommitter(hanging, wait_limit=0.2)
+
+    async def one() -> float:
+        began = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="in time"):
+            await committer.store(b"x")
+        return time.monotonic() - began
+
+    try:
+        waited = asyncio.run(one())
+        release.set()
+    finally:
+        committer.close()
+    assert 0.2 <= waited < 5
+    assert written == [b"x"]  # stored though refused: the redelivery is deduplicated
 
 
 def test_closed_committer_refuses() -> None:

@@ -34,6 +34,7 @@ from waquality.store.retention import prune_customer_payloads
 log = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL = 3600.0
 REJECTIONS_KEPT = timedelta(days=30)
+ACK_MARGIN = 1.0  # seconds beyond the write timeout before a hanging commit is answered 503
 CHECKPOINT_INTERVAL = 2.0
 LOOP_PROBE = 0.005  # seconds between event-loop lag probes
 LOOP_LAG_BUSY = 0.002  # a loop this late has requests waiting for the CPU
@@ -109,7 +110,11 @@ class Runtime:
         # The child also polls the Graph API and delivers alerts, even without processing workers.
         self.processing = ProcessingChild(self.settings, self.gate)
         self.processing.start()
-        self.committer = GroupCommitter(self._write_bodies, on_commit=self._wake_workers)
+        self.committer = GroupCommitter(
+            self._write_bodies,
+            on_commit=self._wake_workers,
+            wait_limit=self.settings.write_timeout.total_seconds() + ACK_MARGIN,
+        )
         self._housekeeper = threading.Thread(
             target=self._housekeeping, daemon=True, name="waquality-housekeeping"
         )

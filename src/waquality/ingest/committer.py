@@ -37,10 +37,15 @@ class GroupCommitter:
         *,
         max_batch: int = 2000,
         on_commit: Callable[[], None] | None = None,
+        wait_limit: float | None = None,
     ) -> None:
+        """``wait_limit``: seconds after which a request stops waiting and fails with
+        :class:`StoreUnavailable` even if its commit has not failed (a database that hangs);
+        the commit goes on, and a body stored but refused is redelivered and deduplicated."""
         self._write_batch = write_batch
         self._max_batch = max_batch
         self._on_commit = on_commit
+        self._wait_limit = wait_limit
         self._pending: list[_Pending] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -58,7 +63,14 @@ class GroupCommitter:
                 raise StoreUnavailable("shutting down")
             self._pending.append((body, time.time(), quiet, future, loop))
         self._wake.set()
-        await future
+        if self._wait_limit is None:
+            await future
+            return
+        timer = loop.call_later(self._wait_limit, _give_up, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop accepting, commit what is queued, stop the thread."""
@@ -120,6 +132,11 @@ def _resolve(batch: list[_Pending], error: BaseException | None) -> None:
     for loop, futures in by_loop.items():
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             loop.call_soon_threadsafe(_settle, futures, error)
+
+
+def _give_up(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(StoreUnavailable("the store did not commit in time"))
 
 
 def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:

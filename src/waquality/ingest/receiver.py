@@ -2,7 +2,8 @@
 
 GET answers Meta's verification handshake. POST checks the body size, the signature over the
 raw bytes, makes the body durable (group commit) and only then answers 200. Failures: 401 no
-signature, 403 wrong signature, 413 too large, 503 when the store cannot commit (Meta retries).
+signature, 403 wrong signature, 413 too large, 503 when the store cannot commit within the write
+timeout (Meta retries).
 
 A replay or backfill (signed like Meta's own POSTs) may add ``?quiet=1`` together with the API
 token (``Authorization: Bearer ...``): its bodies change state and history as usual, but nothing
