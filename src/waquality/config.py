@@ -38,7 +38,7 @@ SECRET_FIELDS = (
     "alert_urls",
 )
 _GRAPH_VERSION = re.compile(r"^v\d+\.\d+$")
-_OBJECT_ID = re.compile(r"^\d{1,32}$")
+_OBJECT_ID = re.compile(r"^[0-9]{1,32}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -11,7 +11,8 @@
     └── ApiError               an HTTP-facing error; carries its status and a stable code
         ├── BadRequest         400
         ├── Unauthorized       401
-        └── NotFound           404
+        ├── NotFound           404
+        └── Conflict           409
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from waquality import __version__
 from waquality.api.auth import Authenticator
@@ -25,6 +26,8 @@ from waquality.store import migrate
 from waquality.store.database import Database
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
+TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required"  # noqa: S105
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 # Declares the bearer scheme in the OpenAPI document; the check itself is require_token's.
 BearerCredentials = Annotated[
@@ -51,10 +54,41 @@ def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
+def _allowed_methods(api: FastAPI, scope: Scope) -> str:
+    """Every method some route serves at this path (the router names only one route's)."""
+    allowed = []
+    for method in HTTP_METHODS:
+        probe = {
+            "type": "http",
+            "path": scope["path"],
+            "root_path": scope.get("root_path", ""),
+            "headers": scope.get("headers", []),
+            "method": method,
+        }
+        if any(route.matches(probe)[0] is Match.FULL for route in api.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
+def _document(api: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document. Invalid requests answer 400 with an :class:`ErrorOut` (see
+    ``_invalid``), never FastAPI's default 422, so that response is left out."""
+    document = get_openapi(
+        title=api.title, version=api.version, summary=api.summary, routes=api.routes
+    )
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return document
+
+
 def create_api(db: Database, auth: Authenticator, lifespan: Lifespan | None = None) -> FastAPI:
     def require_token(request: Request, _: BearerCredentials) -> None:
         if not auth.check(request.headers.get("authorization")):
-            raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
+            raise Unauthorized(TOKEN_REQUIRED)
 
     api = FastAPI(
         title="waquality",
@@ -64,7 +98,11 @@ def create_api(db: Database, auth: Authenticator, lifespan: Lifespan | None = No
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
-        responses={401: {"model": ErrorOut}, 400: {"model": ErrorOut}},
+        responses={
+            400: {"model": ErrorOut, "description": "Invalid parameters or body."},
+            401: {"model": ErrorOut, "description": "Missing or wrong token."},
+            503: {"model": ErrorOut, "description": "The database is unavailable; retry later."},
+        },
     )
     api.state.db = db
     secured = [Depends(require_token)]
@@ -75,13 +113,29 @@ def create_api(db: Database, auth: Authenticator, lifespan: Lifespan | None = No
         extra = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
         return _error(exc.status, exc.code, exc.message, **extra)
 
+    def _token_first(request: Request) -> JSONResponse | None:
+        """FastAPI reads the body before it checks the token: a request without a valid token
+        whose body cannot be read is answered 401 all the same (only secured routes take one)."""
+        if auth.check(request.headers.get("authorization")):
+            return None
+        return _error(401, Unauthorized.code, TOKEN_REQUIRED, **{"WWW-Authenticate": "Bearer"})
+
     @api.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and (refused := _token_first(request)) is not None:
+            return refused  # the body could not be read
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(api, request.scope)
+        return _error(exc.status_code, code, str(exc.detail), **headers)
 
     @api.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if (refused := _token_first(request)) is not None:
+            return refused
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
@@ -93,9 +147,7 @@ def create_api(db: Database, auth: Authenticator, lifespan: Lifespan | None = No
 
     @api.get("/api/v1/openapi.json", include_in_schema=False, dependencies=secured)
     def openapi() -> dict[str, Any]:
-        return get_openapi(
-            title=api.title, version=api.version, summary=api.summary, routes=api.routes
-        )
+        return _document(api)
 
     @api.get("/healthz", include_in_schema=False)
     def healthz() -> PlainTextResponse:

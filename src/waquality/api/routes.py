@@ -11,10 +11,12 @@ from sqlalchemy import Connection
 
 from waquality import __version__
 from waquality.alerting import book
-from waquality.api.params import Cursor, Limit, TimeParam, parse_time
+from waquality.api.params import Cursor, Key, Limit, RowId, Text, TimeParam, parse_time
 from waquality.api.schemas import (
+    NO_NUL,
     AlertOut,
     Business,
+    ErrorOut,
     EventOut,
     HistoryRow,
     ListPage,
@@ -37,6 +39,9 @@ from waquality.store import inbox, queries, schema, watch
 from waquality.store.database import Database
 
 router = APIRouter(prefix="/api/v1")
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No such item."}
+}
 
 
 def utcnow() -> datetime:
@@ -61,7 +66,7 @@ class HistoryParams:
 
 
 def history_params(
-    field: str | None = None,
+    field: Text = None,
     since: TimeParam = None,
     until: TimeParam = None,
     limit: Limit = 100,
@@ -115,17 +120,19 @@ def status(db: Db) -> dict[str, Any]:
 
 @router.get("/phone-numbers", response_model=ListPage[PhoneNumber])
 def list_phone_numbers(
-    db: Db, waba_id: str | None = None, limit: Limit = 100, cursor: Cursor = None
+    db: Db, waba_id: Text = None, limit: Limit = 100, cursor: Cursor = None
 ) -> dict[str, Any]:
     with db.read() as conn:
         page = queries.phone_numbers(conn, waba_id=waba_id, limit=limit, cursor=cursor)
     return _page(page, _phone)
 
 
-@router.get("/phone-numbers/{number}/history", response_model=ListPage[HistoryRow])
+@router.get(
+    "/phone-numbers/{number}/history", response_model=ListPage[HistoryRow], responses=NOT_FOUND
+)
 def phone_number_history(
     db: Db,
-    number: Annotated[str, Path(description="Phone-number ID or display number.")],
+    number: Annotated[str, Path(pattern=NO_NUL, description="Phone-number ID or display number.")],
     q: HistoryQuery,
 ) -> dict[str, Any]:
     with db.read() as conn:
@@ -138,10 +145,10 @@ def phone_number_history(
 @router.get("/templates", response_model=ListPage[Template])
 def list_templates(
     db: Db,
-    waba_id: str | None = None,
-    status: str | None = None,
-    quality_score: str | None = None,
-    name: str | None = None,
+    waba_id: Text = None,
+    status: Text = None,
+    quality_score: Text = None,
+    name: Text = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
@@ -158,8 +165,10 @@ def list_templates(
     return _page(page)
 
 
-@router.get("/templates/{template_id}/history", response_model=ListPage[HistoryRow])
-def template_history(db: Db, template_id: str, q: HistoryQuery) -> dict[str, Any]:
+@router.get(
+    "/templates/{template_id}/history", response_model=ListPage[HistoryRow], responses=NOT_FOUND
+)
+def template_history(db: Db, template_id: Key, q: HistoryQuery) -> dict[str, Any]:
     with db.read() as conn:
         if queries.find_template(conn, template_id) is None:
             raise NotFound(f"no template {template_id[:40]!r}")
@@ -168,15 +177,15 @@ def template_history(db: Db, template_id: str, q: HistoryQuery) -> dict[str, Any
 
 @router.get("/wabas", response_model=ListPage[Waba], summary="WhatsApp Business Accounts")
 def list_wabas(
-    db: Db, business_id: str | None = None, limit: Limit = 100, cursor: Cursor = None
+    db: Db, business_id: Text = None, limit: Limit = 100, cursor: Cursor = None
 ) -> dict[str, Any]:
     with db.read() as conn:
         page = queries.wabas(conn, business_id=business_id, limit=limit, cursor=cursor)
     return _page(page)
 
 
-@router.get("/wabas/{waba_id}/history", response_model=ListPage[HistoryRow])
-def waba_history(db: Db, waba_id: str, q: HistoryQuery) -> dict[str, Any]:
+@router.get("/wabas/{waba_id}/history", response_model=ListPage[HistoryRow], responses=NOT_FOUND)
+def waba_history(db: Db, waba_id: Key, q: HistoryQuery) -> dict[str, Any]:
     with db.read() as conn:
         if not queries.exists(conn, schema.wabas, waba_id):
             raise NotFound(f"no WABA {waba_id[:40]!r}")
@@ -201,8 +210,16 @@ def add_watched(db: Db, request: WatchRequest, response: Response) -> dict[str, 
     return _watched_row(db, request.waba_id)
 
 
-@router.delete("/watched-wabas/{waba_id}", status_code=204, summary="Stop polling a WABA")
-def remove_watched(db: Db, waba_id: str) -> Response:
+@router.delete(
+    "/watched-wabas/{waba_id}",
+    status_code=204,
+    summary="Stop polling a WABA",
+    responses={
+        **NOT_FOUND,
+        409: {"model": ErrorOut, "description": "It comes from the settings, not the API."},
+    },
+)
+def remove_watched(db: Db, waba_id: Key) -> Response:
     origin = watch.remove(db, waba_id)
     if origin is None:
         raise NotFound(f"WABA {waba_id[:40]!r} is not watched")
@@ -216,15 +233,19 @@ def remove_watched(db: Db, waba_id: str) -> Response:
     response_model=WatchedWaba,
     status_code=202,
     summary="Poll a WABA as soon as possible",
+    responses=NOT_FOUND,
 )
-def poll_watched(db: Db, waba_id: str) -> dict[str, Any]:
+def poll_watched(db: Db, waba_id: Key) -> dict[str, Any]:
     if not watch.poll_soon(db, waba_id):
         raise NotFound(f"WABA {waba_id[:40]!r} is not watched")
     return _watched_row(db, waba_id)
 
 
 def _watched_row(db: Database, waba_id: str) -> dict[str, Any]:
-    return next(row for row in watch.rows(db) if row["waba_id"] == waba_id)
+    row = next((row for row in watch.rows(db) if row["waba_id"] == waba_id), None)
+    if row is None:  # removed by another request in between
+        raise NotFound(f"WABA {waba_id[:40]!r} is not watched")
+    return row
 
 
 @router.get("/alerts", response_model=list[AlertOut], summary="Alerts, latest change first")
@@ -254,14 +275,25 @@ def add_silence(db: Db, request: SilenceRequest) -> dict[str, Any]:
         duration = parse_duration(request.duration)
     except ValueError as exc:
         raise BadRequest(f"duration: {exc}") from None
+    except OverflowError:
+        raise BadRequest("duration: too long") from None
     if duration.total_seconds() <= 0:
         raise BadRequest("duration: must be more than zero")
     now = utcnow()
-    return book.add_silence(db, request.matchers, request.comment, now + duration, now)
+    try:
+        expires_at = now + duration
+    except OverflowError:
+        raise BadRequest("duration: too long") from None
+    return book.add_silence(db, request.matchers, request.comment, expires_at, now)
 
 
-@router.delete("/silences/{silence_id}", status_code=204, summary="Expire a silence now")
-def expire_silence(db: Db, silence_id: int) -> Response:
+@router.delete(
+    "/silences/{silence_id}",
+    status_code=204,
+    summary="Expire a silence now",
+    responses=NOT_FOUND,
+)
+def expire_silence(db: Db, silence_id: RowId) -> Response:
     if not book.expire_silence(db, silence_id, utcnow()):
         raise NotFound(f"no active silence {silence_id}")
     return Response(status_code=204)
@@ -277,11 +309,11 @@ def list_businesses(db: Db, limit: Limit = 100, cursor: Cursor = None) -> dict[s
 @router.get("/events", response_model=ListPage[EventOut], summary="Typed events, newest first")
 def list_events(
     db: Db,
-    field: str | None = None,
-    waba_id: str | None = None,
-    kind: str | None = None,
+    field: Text = None,
+    waba_id: Text = None,
+    kind: Text = None,
     subject_kind: SubjectKind | None = None,
-    subject_id: str | None = None,
+    subject_id: Text = None,
     since: TimeParam = None,
     until: TimeParam = None,
     limit: Limit = 100,
@@ -317,8 +349,8 @@ def list_quarantine(
     return _page(page)
 
 
-@router.get("/quarantine/{item_id}", response_model=QuarantineDetail)
-def quarantine_item(db: Db, item_id: int) -> dict[str, Any]:
+@router.get("/quarantine/{item_id}", response_model=QuarantineDetail, responses=NOT_FOUND)
+def quarantine_item(db: Db, item_id: RowId) -> dict[str, Any]:
     with db.read() as conn:
         page = queries.quarantine(
             conn, include_resolved=True, limit=1, cursor=queries.encode_cursor([item_id + 1])

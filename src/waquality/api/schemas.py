@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
 T = TypeVar("T")
+# PostgreSQL text cannot hold NUL characters, so no text the API stores or looks up has them.
+NO_NUL = r"^[^\x00]*$"
+NoNulStr = Annotated[str, Field(pattern=NO_NUL)]
 
 
 class ListPage(BaseModel, Generic[T]):
@@ -100,9 +103,12 @@ class WatchedWaba(BaseModel):
 
 
 class WatchRequest(BaseModel):
-    waba_id: str = Field(pattern=r"^\d{1,32}$")
+    waba_id: str = Field(pattern=r"^[0-9]{1,32}$")
     access_token: str | None = Field(
-        None, min_length=1, description="Its own token; default: WAQUALITY_ACCESS_TOKEN."
+        None,
+        min_length=1,
+        pattern=NO_NUL,
+        description="Its own token; default: WAQUALITY_ACCESS_TOKEN.",
     )
 
 
@@ -142,9 +148,11 @@ class SilenceOut(BaseModel):
 
 
 class SilenceRequest(BaseModel):
-    matchers: dict[str, str] = Field(min_length=1, examples=[{"waba_id": "104996122399160"}])
-    comment: str = Field("", max_length=1000)
-    duration: str = Field(description="How long it lasts: 30m, 2h, 7d or seconds.")
+    matchers: dict[NoNulStr, NoNulStr] = Field(
+        min_length=1, examples=[{"waba_id": "104996122399160"}]
+    )
+    comment: str = Field("", max_length=1000, pattern=NO_NUL)
+    duration: str = Field(pattern=NO_NUL, description="How long it lasts: 30m, 2h, 7d or seconds.")
 
 
 class Business(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -47,17 +47,24 @@ def decode_cursor(cursor: str, keys: Sequence[SortKey]) -> list[Any]:
 
 
 def _cursor_value(key: SortKey, value: Any) -> Any:
+    """A cursor's value as its column can compare it; ``ValueError`` for anything else (a
+    forged cursor is refused, never passed to the database)."""
     column_type = key.column.type
     if isinstance(column_type, schema.UTCDateTime):
         moment = datetime.fromisoformat(value) if isinstance(value, str) else None
         if moment is None or moment.tzinfo is None:
             raise ValueError
-        return moment
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise ValueError from None
     if isinstance(column_type, Integer):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError
+        if not -(2**63) <= value < 2**63:
+            raise ValueError
         return value
-    if not isinstance(value, str):
+    if not isinstance(value, str) or "\x00" in value:
         raise ValueError
     return value
 
