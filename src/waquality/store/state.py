@@ -243,13 +243,24 @@ class StateWriter:
         at: datetime,
         event_id: int | None,
     ) -> dict[str, Any]:
+        values = {"op": change.op.value, "value": history_text(change.value)}
+        return self._about(ident, field, values, at, event_id)
+
+    def _about(
+        self,
+        ident: tuple[SubjectKind, Any],
+        field: str,
+        values: dict[str, Any],
+        at: datetime,
+        event_id: int | None,
+    ) -> dict[str, Any]:
+        """A fact's or history row's columns: what, when, from where."""
         kind, key = ident
         return {
             "subject_kind": kind.value,
             "subject_key": str(key),
             "field": field,
-            "op": change.op.value,
-            "value": history_text(change.value),
+            **values,
             "occurred_at": at,
             "recorded_at": self.now,
             "source": self.source,
@@ -279,18 +290,8 @@ class StateWriter:
         at: datetime,
         event_id: int | None,
     ) -> dict[str, Any]:
-        kind, key = ident
-        return {
-            "subject_kind": kind.value,
-            "subject_key": str(key),
-            "field": field,
-            "old_value": history_text(old),
-            "new_value": history_text(new),
-            "occurred_at": at,
-            "recorded_at": self.now,
-            "source": self.source,
-            "event_id": event_id,
-        }
+        values = {"old_value": history_text(old), "new_value": history_text(new)}
+        return self._about(ident, field, values, at, event_id)
 
     def _replay(self) -> None:
         """Replay the history of every field an older fact (or a restore) touched: delete its
