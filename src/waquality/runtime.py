@@ -74,7 +74,7 @@ class Runtime:
             authorized=self.auth.check,
             on_refused=lambda reason: self.rejections.add(reason, self.clock()),
         )
-        return Application(receiver, create_api(self.db, self.auth, self._lifespan))
+        return Application(receiver, create_api(self.db, self.auth, self._lifespan), self.auth)
 
     async def _watch_loop(self) -> None:
         """Tell the processing child when acknowledgements need the machine: the event loop

@@ -1,12 +1,20 @@
 """Where notifications go: Apprise URLs (Slack, Teams, email, Telegram, json://, ...) and our own
-structured JSON webhook (``webhook+https://...``), shaped like Alertmanager's."""
+structured JSON webhook (``webhook+https://...``), shaped like Alertmanager's.
+
+Receiver URLs hold tokens, and the libraries that deliver notifications log the URLs they call
+(httpx at INFO, urllib3 and some Apprise plugins at DEBUG): every channel registers its URL's
+secret parts with a filter on those loggers, which replaces them in each record.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import logging
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import apprise
 import httpx
@@ -15,6 +23,79 @@ from waquality import __version__
 
 WEBHOOK_PREFIX = "webhook+"
 _APPRISE_HEADER_SCHEMES = ("json", "jsons", "xml", "xmls", "form", "forms")
+# Schemes whose host is a host; other Apprise schemes may keep a token there (tgram://TOKEN/...).
+_HOST_SCHEMES = frozenset({"http", "https", *_APPRISE_HEADER_SCHEMES})
+# The loggers of the libraries that carry notifications (their records may name the URL).
+_DELIVERY_LOGGERS = ("httpx", "urllib3.connectionpool", "urllib3.util.retry", "apprise")
+_SHORTEST_SECRET = 4  # shorter URL parts ("v1", "api") are left in the records
+REDACTED = "[redacted]"
+
+
+def url_secrets(url: str) -> set[str]:
+    """The parts of a receiver URL that may be credentials, as written and percent-decoded:
+    user and password, path segments, query values, fragment, and the host of schemes that are
+    not plain HTTP (Apprise keeps tokens there: ``tgram://BOT_TOKEN/CHAT``)."""
+    raw = url.removeprefix(WEBHOOK_PREFIX)
+    scheme, _, rest = raw.partition("://")
+    try:
+        parts = urlsplit(raw)
+    except ValueError:  # not a URL urllib can read: every piece of it counts
+        candidates = re.split(r"[/?&=#@:]+", rest)
+    else:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        candidates = [*userinfo.split(":"), parts.fragment, *parts.path.split("/")]
+        candidates += [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
+        if scheme.lower() not in _HOST_SCHEMES:
+            candidates += [host, *host.split(":")]
+    found: set[str] = set()
+    for candidate in candidates:
+        plain = unquote(candidate)
+        found |= {candidate, plain, quote(plain, safe="")}
+    return {secret for secret in found if len(secret) >= _SHORTEST_SECRET}
+
+
+class _Redactor(logging.Filter):
+    """Replaces registered secrets in the records of the delivery libraries' loggers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: tuple[str, ...] = ()  # longest first: a secret may contain another
+        self._lock = threading.Lock()
+        self._installed = False
+
+    def add(self, secrets: Iterable[str]) -> None:
+        with self._lock:
+            known = set(self._secrets) | set(secrets)
+            self._secrets = tuple(sorted(known, key=len, reverse=True))
+            if not self._installed:
+                for name in _DELIVERY_LOGGERS:
+                    logging.getLogger(name).addFilter(self)
+                self._installed = True
+
+    def _clean(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is logging's to report
+            return True
+        clean = self._clean(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._clean(record.exc_text)
+        return True
+
+
+_redactor = _Redactor()
 
 
 class DeliveryError(Exception):
@@ -76,6 +157,7 @@ class WebhookChannel:
 
     def __init__(self, url: str, name: str, timeout: float = 10.0) -> None:
         self.url, self.name = url.removeprefix(WEBHOOK_PREFIX), name
+        _redactor.add(url_secrets(url))
         self._http = httpx.Client(timeout=timeout, follow_redirects=False)
 
     def close(self) -> None:
@@ -119,6 +201,7 @@ class AppriseChannel:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        _redactor.add(url_secrets(url))
 
     def close(self) -> None:
         """Apprise opens a session per notification: nothing stays open."""
@@ -139,7 +222,16 @@ class AppriseChannel:
             if any(p["severity"] == "critical" for p in firing)
             else apprise.NotifyType.WARNING
         )
-        if not notifier.notify(title=title(payloads), body=body(payloads), notify_type=kind):
+        # Summaries and descriptions carry text from Meta (template names, alert descriptions):
+        # declared as plain text, Apprise escapes it for services that render HTML or Markdown
+        # (and Slack's <!channel> stays literal) instead of passing it through as markup.
+        sent = notifier.notify(
+            title=title(payloads),
+            body=body(payloads),
+            notify_type=kind,
+            body_format=apprise.NotifyFormat.TEXT,
+        )
+        if not sent:
             raise DeliveryError("the receiver did not accept it")
 
 

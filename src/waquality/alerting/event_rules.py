@@ -47,7 +47,8 @@ class EventRule:
         summary = _render(self.summary, event)
         if not firing:
             summary = f"resolved: {summary}"
-        return [Signal(self.name, labels, firing, self.severity, summary, self.description)]
+        description = _render(self.description, event)
+        return [Signal(self.name, labels, firing, self.severity, summary, description)]
 
 
 def _lookup(event: Event, path: str) -> Any:
@@ -62,7 +63,9 @@ def _lookup(event: Event, path: str) -> Any:
 
 
 def _text(value: Any) -> str:
-    return "" if value is None else str(value)[:200]
+    """A payload value as label or message text: short, and without NUL (which PostgreSQL's
+    text cannot hold)."""
+    return "" if value is None else str(value)[:200].replace("\x00", "")
 
 
 def _matches(event: Event, conditions: Mapping[str, str]) -> bool:

@@ -28,6 +28,8 @@ from waquality.store.database import Database
 WEBHOOK_PATH = "/webhooks/whatsapp"
 TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required"  # noqa: S105
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_API_BODY = 1 << 20  # bytes: far above any request the API takes
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 # Declares the bearer scheme in the OpenAPI document; the check itself is require_token's.
 BearerCredentials = Annotated[
@@ -37,17 +39,83 @@ BearerCredentials = Annotated[
 
 
 class Application:
-    """Routes ``/webhooks/whatsapp`` straight to the receiver; the rest to the API."""
+    """Routes ``/webhooks/whatsapp`` straight to the receiver; the rest to the API.
 
-    def __init__(self, receiver: WebhookReceiver, api: FastAPI) -> None:
+    An API request with a body is checked before the body is read: without a valid token it is
+    answered 401, and a body over ``MAX_API_BODY`` 413 — nobody can make the server buffer a
+    large body without the token, nor with it.
+    """
+
+    def __init__(
+        self, receiver: WebhookReceiver, api: FastAPI, auth: Authenticator | None = None
+    ) -> None:
         self.receiver = receiver
         self.api = api
+        self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == WEBHOOK_PATH:
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+        elif scope["path"] == WEBHOOK_PATH:
             await self.receiver(scope, receive, send)
+        elif (
+            scope["method"] in BODY_METHODS
+            and scope["path"].startswith("/api/")
+            and self.auth is not None
+        ):
+            await self._guarded(scope, receive, send, self.auth)
         else:
             await self.api(scope, receive, send)
+
+    async def _guarded(
+        self, scope: Scope, receive: Receive, send: Send, auth: Authenticator
+    ) -> None:
+        headers = dict(scope["headers"])
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        length = headers.get(b"content-length", b"")
+        if not auth.check(authorization):
+            refusal = _error(401, "unauthorized", TOKEN_REQUIRED, **{"WWW-Authenticate": "Bearer"})
+        elif length.isdigit() and int(length) > MAX_API_BODY:
+            refusal = _error(413, "too_large", f"request body over {MAX_API_BODY} bytes")
+        else:
+            body = await _read_body(receive, MAX_API_BODY)
+            if body is not None:
+                await self.api(scope, _replay(body), send)
+                return
+            refusal = _error(413, "too_large", f"request body over {MAX_API_BODY} bytes")
+        refusal.headers["Connection"] = "close"  # the unread body stays unread
+        await refusal(scope, receive, send)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or ``None`` as soon as it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:

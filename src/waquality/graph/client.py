@@ -27,6 +27,7 @@ from waquality.graph.budget import CallBudget
 log = logging.getLogger(__name__)
 RETRIES = 2  # extra attempts for a transient failure
 RETRY_BASE = 0.5  # seconds; doubled per attempt, with jitter
+REDACTED = "[redacted]"
 
 
 class ErrorKind(StrEnum):
@@ -215,7 +216,7 @@ class GraphClient:
             error = data.get("error") if isinstance(data, dict) else None
             if status >= 400 or isinstance(error, dict):
                 code = _int((error or {}).get("code")) if isinstance(error, dict) else None
-                raise _graph_error(status, error, usage)
+                raise _graph_error(status, error, usage, token)
             if not isinstance(data, dict):
                 raise GraphError(ErrorKind.TRANSIENT, "answer is not a JSON object", status=status)
             return Reply(data, usage)
@@ -245,11 +246,16 @@ def _body(response: httpx.Response) -> Any:
         ) from None
 
 
-def _graph_error(status: int, error: Any, usage: Usage) -> GraphError:
+def _graph_error(status: int, error: Any, usage: Usage, token: str) -> GraphError:
     if not isinstance(error, dict):
         return GraphError(classify(None, status), f"HTTP {status}", status=status)
     code = _int(error.get("code"))
-    message = str(error.get("message") or f"HTTP {status}")[:300]
+    message = str(error.get("message") or f"HTTP {status}")
+    # Meta's message may quote the token ("Malformed access token EAAG..."); the message goes
+    # to logs, the API, the CLI and alert receivers.
+    if token.strip():
+        message = message.replace(token.strip(), REDACTED)
+    message = message[:300]
     kind = classify(code, status)
     if kind == ErrorKind.OTHER and error.get("is_transient") is True:
         kind = ErrorKind.TRANSIENT

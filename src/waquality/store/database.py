@@ -170,6 +170,7 @@ class Database:
                 url,
                 json_serializer=_json_dumps,
                 json_deserializer=orjson.loads,
+                hide_parameters=True,
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 pool_pre_ping=True,
@@ -297,6 +298,7 @@ def _sqlite_engine(url: str, pool_size: int, busy_timeout_ms: int) -> Engine:
         url,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
+        hide_parameters=True,  # errors and logs never show values (customer data, tokens)
         pool_size=pool_size,
         max_overflow=pool_size,
         connect_args={"check_same_thread": False},
