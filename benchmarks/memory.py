@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                     server.url + "/webhooks/whatsapp",
                     pool,
                     seconds=STRETCH,
-                    connections=16,
+                    connections=64,
                     threads=2,
                     rate=options.rate,
                 )

@@ -62,6 +62,7 @@ class Application:
             scope["method"] in BODY_METHODS
             and scope["path"].startswith("/api/")
             and self.auth is not None
+            and scope["method"] in _allowed_methods(self.api, scope).split(", ")
         ):
             await self._guarded(scope, receive, send, self.auth)
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from waquality.domain.enums import (
@@ -59,8 +60,43 @@ from waquality.domain.values import (
 from waquality.errors import PayloadError
 
 _PAUSE_HOURS = re.compile(r"paused for (\d{1,3}) hours?", re.IGNORECASE)
+# Moments outside this window are odd (and later date arithmetic on them could overflow): the
+# same window ``parse_timestamp`` allows for Unix seconds, applied to dates given as text too.
+_EARLIEST = datetime.fromtimestamp(1_000_000_000, UTC)
+_LATEST = datetime.fromtimestamp(9_999_999_999, UTC)
+_LANGUAGE_LENGTH = 32  # the longest language code that is stored
+_MAX_COUNT = 2**31 - 1  # counts are stored in 32-bit integer columns
 
 Value = dict[str, Any]
+
+
+def timestamp(value: Any) -> datetime | None:
+    """A moment of the platform's own life, or ``None`` (an odd or out-of-range time)."""
+    moment = parse_timestamp(value)
+    return moment if moment is not None and _EARLIEST <= moment <= _LATEST else None
+
+
+def _text(value: Any, limit: int = 4096) -> str | None:
+    """Free text as it can be stored: cut to ``limit``, NUL (which PostgreSQL text columns
+    cannot hold) replaced by U+FFFD. The raw value keeps the original."""
+    text = as_text(value, limit)
+    return text.replace("\x00", "\ufffd") if text else text
+
+
+def _language(value: Any) -> str | None:
+    language = normalise_language(value)
+    if language is None or len(language) > _LANGUAGE_LENGTH or not language.isprintable():
+        return None
+    return language
+
+
+def _count(value: Any) -> int | None:
+    """A count: a non-negative integer that fits its column, else ``None``."""
+    try:
+        number = as_int(value)
+    except ValueError:  # digits that ``int`` does not read, such as "²"
+        return None
+    return number if number is not None and 0 <= number <= _MAX_COUNT else None
 
 
 def _obj(value: Value, key: str) -> Value:
@@ -81,8 +117,8 @@ def _template(value: Value) -> TemplateRef:
         raise PayloadError("message_template_id is missing or not an id")
     return TemplateRef(
         template_id=template_id,
-        name=as_text(value.get("message_template_name"), 512),
-        language=normalise_language(value.get("message_template_language")),
+        name=_text(value.get("message_template_name"), 512),
+        language=_language(value.get("message_template_language")),
     )
 
 
@@ -104,7 +140,7 @@ def phone_name(value: Value) -> PhoneNameUpdate:
     return PhoneNameUpdate(
         display_phone_number=_display_number(value),
         decision=Decision.parse(value.get("decision")) or Decision.UNKNOWN,
-        requested_verified_name=as_text(value.get("requested_verified_name"), 512),
+        requested_verified_name=_text(value.get("requested_verified_name"), 512),
         rejection_reason=NameRejectionReason.parse(value.get("rejection_reason")),
     )
 
@@ -120,7 +156,7 @@ def template_status(value: Value) -> TemplateStatusUpdate:
         category=TemplateCategory.parse(value.get("message_template_category")),
         pause_title=PauseTitle.parse(other.get("title")),
         pause_hours=int(hours.group(1)) if hours else None,
-        disable_date=parse_timestamp(_obj(value, "disable_info").get("disable_date")),
+        disable_date=timestamp(_obj(value, "disable_info").get("disable_date")),
     )
 
 
@@ -138,7 +174,7 @@ def template_category(value: Value) -> TemplateCategoryUpdate:
         previous_category=TemplateCategory.parse(value.get("previous_category")),
         new_category=TemplateCategory.parse(value.get("new_category")),
         correct_category=TemplateCategory.parse(value.get("correct_category")),
-        scheduled_at=parse_timestamp(value.get("category_update_timestamp")),
+        scheduled_at=timestamp(value.get("category_update_timestamp")),
     )
 
 
@@ -154,7 +190,7 @@ def account_update(value: Value) -> AccountUpdate:
         Restriction(
             restriction_type=RestrictionType.parse(item.get("restriction_type"))
             or RestrictionType.UNKNOWN,
-            expiration=parse_timestamp(item.get("expiration")),
+            expiration=timestamp(item.get("expiration")),
         )
         for item in (raw_restrictions if isinstance(raw_restrictions, list) else [])
         if isinstance(item, dict)
@@ -163,10 +199,10 @@ def account_update(value: Value) -> AccountUpdate:
         event=AccountEvent.parse(value.get("event")) or AccountEvent.UNKNOWN,
         waba_id=as_id(waba_info.get("waba_id")),
         owner_business_id=as_id(waba_info.get("owner_business_id")),
-        violation_type=as_text(_obj(value, "violation_info").get("violation_type"), 128),
+        violation_type=_text(_obj(value, "violation_info").get("violation_type"), 128),
         restrictions=restrictions,
         ban_state=BanState.parse(ban.get("waba_ban_state")),
-        ban_date=parse_timestamp(ban.get("waba_ban_date")),
+        ban_date=timestamp(ban.get("waba_ban_date")),
     )
 
 
@@ -178,7 +214,7 @@ def account_alert(value: Value) -> AccountAlert:
         severity=AlertSeverity.parse(info.get("alert_severity")) or AlertSeverity.UNKNOWN,
         status=AlertStatus.parse(info.get("alert_status")) or AlertStatus.UNKNOWN,
         alert_type=AlertType.parse(info.get("alert_type")) or AlertType.UNKNOWN,
-        description=as_text(info.get("alert_description")),
+        description=_text(info.get("alert_description")),
     )
 
 
@@ -186,9 +222,9 @@ def business_capability(value: Value) -> BusinessCapabilityUpdate:
     limit = value.get("max_daily_conversations_per_business")
     if limit is None:
         limit = value.get("max_daily_conversation_per_phone")
-    phones = as_int(value.get("max_phone_numbers_per_waba"))
+    phones = _count(value.get("max_phone_numbers_per_waba"))
     if phones is None:
-        phones = as_int(value.get("max_phone_numbers_per_business"))
+        phones = _count(value.get("max_phone_numbers_per_business"))
     return BusinessCapabilityUpdate(messaging_limit=_limit(limit), max_phone_numbers=phones)
 
 
@@ -210,7 +246,7 @@ def user_preference(item: Value, metadata: Value) -> UserPreference:
         display_phone_number=normalise_display_number(metadata.get("display_phone_number")),
         customer=customer,
         value=PreferenceValue.parse(item.get("value")) or PreferenceValue.UNKNOWN,
-        category=as_text(item.get("category"), 128),
+        category=_text(item.get("category"), 128),
     )
 
 

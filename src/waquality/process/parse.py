@@ -7,6 +7,7 @@ item (quarantined, with its path and reason) and the rest of the body is still u
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,7 +33,7 @@ from waquality.domain.events import (
     UnmodelledChange,
     UserPreference,
 )
-from waquality.domain.values import as_id, normalise_display_number, parse_timestamp
+from waquality.domain.values import as_id, normalise_display_number
 from waquality.errors import PayloadError
 from waquality.process import decode
 
@@ -40,6 +41,17 @@ EXPECTED_OBJECT = "whatsapp_business_account"
 # Fields whose payloads carry customer data (retention and redaction apply to them).
 CUSTOMER_FIELDS = frozenset({WebhookField.MESSAGES, WebhookField.USER_PREFERENCES})
 _MESSAGE_ITEM_LISTS = ("messages", "statuses", "errors")
+# A JSON escape (read left to right, so that "\\" is one). \uD800-\uDBFF followed by
+# \uDC00-\uDFFF is a surrogate pair; either one alone is a lone surrogate, which the JSON
+# grammar allows and Unicode (and orjson) does not.
+_ESCAPE = re.compile(
+    rb"\\(?:u(?P<high>[dD][89abAB][0-9a-fA-F]{2})(?P<low>\\u[dD][c-fC-F][0-9a-fA-F]{2})?"
+    rb"|u(?P<lone_low>[dD][c-fC-F][0-9a-fA-F]{2})|.)",
+    re.DOTALL,
+)
+# What a lone surrogate is read as: U+10FFFF, a noncharacter (kept for internal use by Unicode).
+_MARK_ESCAPE = rb"\udbff\udfff"
+_MARK = "\U0010ffff".encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +71,7 @@ class ParsedBody:
     wabas: set[str] = field(default_factory=set)  # WABAs this body speaks for
     has_customer_data: bool = False
     has_management_data: bool = False
+    lone_surrogates: bool = False  # the body escapes lone surrogates: what holds one is broken
 
 
 def canonical_json(value: Any) -> bytes:
@@ -73,9 +86,9 @@ def dedupe_key(*parts: Any) -> str:
 def parse_body(body: bytes) -> ParsedBody:
     parsed = ParsedBody()
     try:
-        document = orjson.loads(body)
+        document = _load(parsed, body)
     except orjson.JSONDecodeError as exc:
-        parsed.broken.append(Broken("", None, f"body is not valid JSON: {exc}"))
+        parsed.broken.append(Broken("", None, _printable(f"body is not valid JSON: {exc}")))
         return parsed
     if not isinstance(document, dict):
         parsed.broken.append(Broken("", None, "body is not a JSON object"))
@@ -99,6 +112,35 @@ def parse_body(body: bytes) -> ParsedBody:
     return parsed
 
 
+def _load(parsed: ParsedBody, body: bytes) -> Any:
+    """The JSON document; raises :class:`orjson.JSONDecodeError` when there is none.
+
+    orjson refuses a string escape that is a lone UTF-16 surrogate (``"\\ud800"``), which the
+    JSON grammar allows. Such a body is read again with each lone surrogate marked, so that only
+    the values holding one are broken, not the whole body (every other rule stays orjson's).
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if b"\\u" not in body:
+            raise
+        marked = _ESCAPE.sub(_mark_lone_surrogate, body)
+        if marked == body:
+            raise
+        try:
+            document = orjson.loads(marked)
+        except orjson.JSONDecodeError:
+            raise exc from None
+        parsed.lone_surrogates = True
+        return document
+
+
+def _mark_lone_surrogate(match: re.Match[bytes]) -> bytes:
+    if match["lone_low"] or (match["high"] and not match["low"]):
+        return _MARK_ESCAPE
+    return match[0]  # not a surrogate, or a pair
+
+
 def _parse_entry(parsed: ParsedBody, seen: set[str], path: str, entry: Any) -> None:
     if not isinstance(entry, dict):
         parsed.broken.append(Broken(path, None, "entry item is not an object"))
@@ -108,7 +150,7 @@ def _parse_entry(parsed: ParsedBody, seen: set[str], path: str, entry: Any) -> N
         parsed.broken.append(Broken(f"{path}.changes", None, "changes is not a list"))
         return
     waba_id = as_id(entry.get("id"))
-    entry_time = parse_timestamp(entry.get("time"))
+    entry_time = decode.timestamp(entry.get("time"))
     for c_index, change in enumerate(changes):
         change_path = f"{path}.changes[{c_index}]"
         field_name = change.get("field") if isinstance(change, dict) else None
@@ -117,18 +159,19 @@ def _parse_entry(parsed: ParsedBody, seen: set[str], path: str, entry: Any) -> N
                 raise PayloadError("change is not an object")
             if not isinstance(field_name, str) or not field_name:
                 raise PayloadError("change has no field name")
+            if not field_name.isprintable():
+                raise PayloadError("change field name is not printable text")
             value = change.get("value")
             if not isinstance(value, dict):
                 raise PayloadError("change value is not an object")
             parsed.changes[field_name] = parsed.changes.get(field_name, 0) + 1
             events = _decode_change(parsed, field_name, waba_id, entry_time, value)
         except PayloadError as exc:
-            name = field_name if isinstance(field_name, str) else None
-            parsed.broken.append(Broken(change_path, name, str(exc)))
+            parsed.broken.append(Broken(change_path, _storable(field_name), str(exc)))
             continue
         except Exception as exc:  # a decoder bug must not lose the rest of the body
-            name = field_name if isinstance(field_name, str) else None
-            error = f"cannot be decoded ({type(exc).__name__}: {exc})"[:500]
+            name = _storable(field_name)
+            error = _printable(f"cannot be decoded ({type(exc).__name__}: {exc})"[:500])
             parsed.broken.append(Broken(change_path, name, error))
             continue
         for event in events:
@@ -158,7 +201,7 @@ def _decode_change(
     parsed.has_management_data = True
     decoder = decode.DECODERS.get(known)
     detail: Detail = decoder(value) if decoder else UnmodelledChange()
-    key = dedupe_key(field_name, waba_id, _epoch(entry_time), value)
+    key = _value_key(parsed, field_name, waba_id, _epoch(entry_time), value)
     event = _event(known, field_name, waba_id, entry_time, value, key, detail)
     if event.waba_id:
         parsed.wabas.add(event.waba_id)
@@ -179,8 +222,8 @@ def _user_preferences(
         if not isinstance(item, dict):
             raise PayloadError("user_preferences item is not an object")
         detail = decode.user_preference(item, metadata)
-        occurred = parse_timestamp(item.get("timestamp"))
-        key = dedupe_key("user_preferences", detail.phone_number_id, item)
+        occurred = decode.timestamp(item.get("timestamp"))
+        key = _value_key(parsed, "user_preferences", detail.phone_number_id, item)
         events.append(
             _event(
                 WebhookField.USER_PREFERENCES,
@@ -193,6 +236,18 @@ def _user_preferences(
             )
         )
     return events
+
+
+def _value_key(parsed: ParsedBody, *parts: Any) -> str:
+    """The dedupe key of a value that is to be stored as JSON; a value that cannot be (a lone
+    surrogate, nesting deeper than the encoder allows) is a :class:`PayloadError`."""
+    try:
+        canonical = canonical_json(list(parts))
+    except orjson.JSONEncodeError as exc:
+        raise PayloadError(f"value cannot be stored as JSON: {exc}") from None
+    if parsed.lone_surrogates and _MARK in canonical:
+        raise PayloadError("value holds a lone UTF-16 surrogate, which is not text")
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def _note_join(parsed: ParsedBody, waba_id: str | None, value: dict[str, Any]) -> None:
@@ -277,7 +332,9 @@ def _kind(detail: Detail, value: dict[str, Any]) -> str:
         case UserPreference():
             return detail.value.value
     event = value.get("event")
-    return event[:64] if isinstance(event, str) else ""
+    if not isinstance(event, str):
+        return ""
+    return event[:64] if event[:64].isprintable() else "UNKNOWN"
 
 
 def _epoch(moment: datetime | None) -> int | None:
@@ -285,5 +342,19 @@ def _epoch(moment: datetime | None) -> int | None:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"  # its repr could nest deeper than Python recurses
+    text = repr(value[:60] if isinstance(value, str) else value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _storable(field_name: Any) -> str | None:
+    """A field name as a quarantine row can hold it (an unprintable one is not kept)."""
+    return field_name if isinstance(field_name, str) and field_name.isprintable() else None
+
+
+def _printable(text: str) -> str:
+    """An error message as it can be stored: no NUL, no lone surrogate."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
