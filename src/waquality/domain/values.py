@@ -64,14 +64,21 @@ def normalise_display_number(value: Any) -> str | None:
     return digits if 5 <= len(digits) <= 20 else None
 
 
+LANGUAGE_LENGTH = 32  # the longest language code that is stored
+
+
 def normalise_language(value: Any) -> str | None:
-    """Template language codes as the Graph API spells them: ``en-US`` → ``en_US``."""
+    """Template language codes as the Graph API spells them: ``en-US`` → ``en_US``; ``None``
+    for anything that is no language code (too long, control characters)."""
     if not isinstance(value, str) or not value.strip():
         return None
     parts = value.strip().replace("-", "_").split("_")
     head = parts[0].lower()
     tail = [p.upper() if len(p) == 2 else p for p in parts[1:]]
-    return "_".join([head, *tail])
+    language = "_".join([head, *tail])
+    if len(language) > LANGUAGE_LENGTH or not language.isprintable():
+        return None
+    return language
 
 
 def as_id(value: Any) -> str | None:
@@ -87,9 +94,11 @@ def as_id(value: Any) -> str | None:
 
 
 def as_text(value: Any, limit: int = 4096) -> str | None:
-    """A free-text value, cut to ``limit`` characters; non-strings give ``None``."""
+    """A free-text value as it can be stored: cut to ``limit`` characters, NUL (which
+    PostgreSQL text cannot hold) replaced by U+FFFD; non-strings give ``None``. The raw payload
+    keeps the original."""
     if isinstance(value, str):
-        return value[:limit]
+        return value[:limit].replace("\x00", "\ufffd")
     return None
 
 
@@ -98,6 +107,7 @@ def as_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    digits = value.strip().lstrip("-") if isinstance(value, str) else ""
+    if digits.isascii() and digits.isdigit():
         return int(value.strip())
     return None

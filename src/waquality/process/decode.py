@@ -64,7 +64,6 @@ _PAUSE_HOURS = re.compile(r"paused for (\d{1,3}) hours?", re.IGNORECASE)
 # same window ``parse_timestamp`` allows for Unix seconds, applied to dates given as text too.
 _EARLIEST = datetime.fromtimestamp(1_000_000_000, UTC)
 _LATEST = datetime.fromtimestamp(9_999_999_999, UTC)
-_LANGUAGE_LENGTH = 32  # the longest language code that is stored
 _MAX_COUNT = 2**31 - 1  # counts are stored in 32-bit integer columns
 
 Value = dict[str, Any]
@@ -76,26 +75,9 @@ def timestamp(value: Any) -> datetime | None:
     return moment if moment is not None and _EARLIEST <= moment <= _LATEST else None
 
 
-def _text(value: Any, limit: int = 4096) -> str | None:
-    """Free text as it can be stored: cut to ``limit``, NUL (which PostgreSQL text columns
-    cannot hold) replaced by U+FFFD. The raw value keeps the original."""
-    text = as_text(value, limit)
-    return text.replace("\x00", "\ufffd") if text else text
-
-
-def _language(value: Any) -> str | None:
-    language = normalise_language(value)
-    if language is None or len(language) > _LANGUAGE_LENGTH or not language.isprintable():
-        return None
-    return language
-
-
 def _count(value: Any) -> int | None:
     """A count: a non-negative integer that fits its column, else ``None``."""
-    try:
-        number = as_int(value)
-    except ValueError:  # digits that ``int`` does not read, such as "²"
-        return None
+    number = as_int(value)
     return number if number is not None and 0 <= number <= _MAX_COUNT else None
 
 
@@ -117,8 +99,8 @@ def _template(value: Value) -> TemplateRef:
         raise PayloadError("message_template_id is missing or not an id")
     return TemplateRef(
         template_id=template_id,
-        name=_text(value.get("message_template_name"), 512),
-        language=_language(value.get("message_template_language")),
+        name=as_text(value.get("message_template_name"), 512),
+        language=normalise_language(value.get("message_template_language")),
     )
 
 
@@ -140,7 +122,7 @@ def phone_name(value: Value) -> PhoneNameUpdate:
     return PhoneNameUpdate(
         display_phone_number=_display_number(value),
         decision=Decision.parse(value.get("decision")) or Decision.UNKNOWN,
-        requested_verified_name=_text(value.get("requested_verified_name"), 512),
+        requested_verified_name=as_text(value.get("requested_verified_name"), 512),
         rejection_reason=NameRejectionReason.parse(value.get("rejection_reason")),
     )
 
@@ -199,7 +181,7 @@ def account_update(value: Value) -> AccountUpdate:
         event=AccountEvent.parse(value.get("event")) or AccountEvent.UNKNOWN,
         waba_id=as_id(waba_info.get("waba_id")),
         owner_business_id=as_id(waba_info.get("owner_business_id")),
-        violation_type=_text(_obj(value, "violation_info").get("violation_type"), 128),
+        violation_type=as_text(_obj(value, "violation_info").get("violation_type"), 128),
         restrictions=restrictions,
         ban_state=BanState.parse(ban.get("waba_ban_state")),
         ban_date=timestamp(ban.get("waba_ban_date")),
@@ -214,7 +196,7 @@ def account_alert(value: Value) -> AccountAlert:
         severity=AlertSeverity.parse(info.get("alert_severity")) or AlertSeverity.UNKNOWN,
         status=AlertStatus.parse(info.get("alert_status")) or AlertStatus.UNKNOWN,
         alert_type=AlertType.parse(info.get("alert_type")) or AlertType.UNKNOWN,
-        description=_text(info.get("alert_description")),
+        description=as_text(info.get("alert_description")),
     )
 
 
@@ -246,7 +228,7 @@ def user_preference(item: Value, metadata: Value) -> UserPreference:
         display_phone_number=normalise_display_number(metadata.get("display_phone_number")),
         customer=customer,
         value=PreferenceValue.parse(item.get("value")) or PreferenceValue.UNKNOWN,
-        category=_text(item.get("category"), 128),
+        category=as_text(item.get("category"), 128),
     )
 
 
