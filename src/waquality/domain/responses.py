@@ -1,0 +1,167 @@
+"""How fast a business answers: conversations and response times of one (business number,
+customer) pair, from its messages. Pure: no database, no clock (``now`` is passed in).
+
+- A conversation ends after ``gap`` without a message (default 24 h, the customer-service
+  window); it was started by whoever wrote first.
+- A *run* is a customer message and those that follow it before a reply; the reply answers the
+  whole run, its response time is from the run's first message to the reply.
+- The *first response* of a conversation is the reply to its first run: from the customer's
+  first message to the business's first reply (in a conversation the business started, that is
+  once the customer has written).
+- A failed message is no reply; replies may be counted for some senders only (``counts``), and
+  the clock may run only inside business hours (``hours``).
+- A run still waiting when its conversation ended is *unanswered*; a conversation whose customer
+  wrote and was never answered is an unanswered conversation (the worst case, not missing data).
+  Runs of a conversation still open are *waiting*, neither answered nor unanswered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+
+class SenderKind(StrEnum):
+    BOT = "bot"
+    AGENT = "agent"
+    CAMPAIGN = "campaign"
+    UNKNOWN = "unknown"  # known only from webhooks
+
+    @classmethod
+    def parse(cls, value: object) -> SenderKind:
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            return cls.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    at: datetime  # a reply's time: its ``sent`` status time, else the logged time
+    inbound: bool  # from the customer
+    sender: SenderKind = SenderKind.UNKNOWN
+    failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    asked_at: datetime  # the run's first customer message: the response's time bucket
+    answered_at: datetime
+    seconds: float
+    sender: SenderKind
+    first: bool  # the conversation's first response
+
+
+@dataclass(slots=True)
+class Conversation:
+    started_at: datetime
+    last_at: datetime
+    by_customer: bool
+    customer_wrote: bool = False
+    answered: bool = False
+    unanswered_runs: int = 0  # runs left without a reply (once the conversation ended)
+    ended: bool = False  # ``gap`` has passed since its last message
+    waiting_since: datetime | None = None  # open: the run waiting for a reply
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessHours:
+    """Weekly opening hours in a time zone; the response clock runs only inside them."""
+
+    zone: str = "UTC"
+    opens: time = time(9)
+    closes: time = time(17)
+    days: frozenset[int] = frozenset(range(5))  # Monday = 0
+
+    def seconds_between(self, start: datetime, end: datetime) -> float:
+        """Open seconds between two moments."""
+        if end <= start:
+            return 0.0
+        tz = ZoneInfo(self.zone)
+        local_start, local_end = start.astimezone(tz), end.astimezone(tz)
+        total = 0.0
+        day = local_start.date()
+        while day <= local_end.date():
+            if day.weekday() in self.days:
+                opened = datetime.combine(day, self.opens, tz)
+                closed = datetime.combine(day, self.closes, tz)
+                overlap = min(closed, local_end) - max(opened, local_start)
+                total += max(overlap.total_seconds(), 0.0)
+            day += timedelta(days=1)
+        return total
+
+
+@dataclass(slots=True)
+class Outcome:
+    responses: list[Response] = field(default_factory=list)
+    conversations: list[Conversation] = field(default_factory=list)
+
+    @property
+    def unanswered(self) -> int:
+        """Conversations, ended, in which the customer wrote and nobody answered."""
+        return sum(1 for c in self.conversations if c.ended and c.customer_wrote and not c.answered)
+
+    @property
+    def unanswered_runs(self) -> int:
+        """Runs left without a reply inside answered conversations."""
+        return sum(c.unanswered_runs for c in self.conversations)
+
+
+def every_sender(_: SenderKind) -> bool:
+    return True
+
+
+def track(
+    messages: Iterable[Message],
+    now: datetime,
+    *,
+    gap: timedelta = timedelta(hours=24),
+    counts: Callable[[SenderKind], bool] = every_sender,
+    hours: BusinessHours | None = None,
+) -> Outcome:
+    """Conversations and responses of one pair's messages (any order)."""
+    outcome = Outcome()
+    current: Conversation | None = None
+    run_start: datetime | None = None
+    # customer messages first at equal times: a reply stamped the same second answers them
+    for message in sorted(messages, key=lambda m: (m.at, not m.inbound)):
+        if message.failed:
+            continue
+        if current is None or message.at - current.last_at > gap:
+            if current is not None:
+                _end(current, run_start)
+            current = Conversation(message.at, message.at, message.inbound)
+            outcome.conversations.append(current)
+            run_start = None
+        current.last_at = message.at
+        if message.inbound:
+            current.customer_wrote = True
+            run_start = run_start or message.at
+            continue
+        if run_start is None or not counts(message.sender):
+            continue
+        seconds = (
+            hours.seconds_between(run_start, message.at)
+            if hours is not None
+            else (message.at - run_start).total_seconds()
+        )
+        outcome.responses.append(
+            Response(run_start, message.at, seconds, message.sender, not current.answered)
+        )
+        current.answered, run_start = True, None
+    if current is not None:
+        if now - current.last_at > gap:
+            _end(current, run_start)
+        else:
+            current.waiting_since = run_start
+    return outcome
+
+
+def _end(conversation: Conversation, run_start: datetime | None) -> None:
+    """A conversation is over: a run still waiting is left unanswered."""
+    conversation.ended = True
+    if run_start is not None and conversation.answered:
+        conversation.unanswered_runs += 1

@@ -1,0 +1,93 @@
+"""A mergeable histogram of durations with a stated relative error (the DDSketch mapping).
+
+A duration ``x`` (seconds) goes to bin ``ceil(log(x) / log(GAMMA))``; every value in a bin lies
+within ``RELATIVE_ERROR`` of the bin's representative value, so any quantile read from the bins
+is within ``RELATIVE_ERROR`` of a true sample quantile. Durations under ``SMALLEST`` share bin
+``ZERO_BIN`` (read back as 0). Histograms merge by adding counts bin by bin — in SQL, a ``SUM``
+grouped by bin over any time range — so a summary costs the same however many durations are
+stored. The mapping is part of the storage format: it never changes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+RELATIVE_ERROR = 0.01
+GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
+_LOG_GAMMA = math.log(GAMMA)
+SMALLEST = 0.001  # seconds: shorter durations count as 0
+ZERO_BIN = -(2**31)
+
+
+def bin_of(seconds: float) -> int:
+    if not seconds >= SMALLEST:  # also NaN
+        return ZERO_BIN
+    return math.ceil(math.log(seconds) / _LOG_GAMMA)
+
+
+def value_of(index: int) -> float:
+    """The bin's representative value: within ``RELATIVE_ERROR`` of every value in the bin."""
+    if index == ZERO_BIN:
+        return 0.0
+    return 2 * GAMMA**index / (GAMMA + 1)
+
+
+def histogram(durations: Iterable[float]) -> Counter[int]:
+    return Counter(bin_of(d) for d in durations)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    count: int
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    max: float | None
+    within: dict[str, float]  # target label → share answered within it
+
+
+def quantile(bins: Mapping[int, int], q: float) -> float | None:
+    """The ``q`` quantile (lower: the value at rank ``floor(q * (n - 1))``, 0-based)."""
+    total = sum(bins.values())
+    if total == 0:
+        return None
+    rank = math.floor(q * (total - 1))
+    seen = 0
+    for index in sorted(bins):
+        seen += bins[index]
+        if seen > rank:
+            return value_of(index)
+    return value_of(max(bins))  # pragma: no cover (rank < total)
+
+
+def share_within(bins: Mapping[int, int], seconds: float) -> float:
+    """The share of durations at most ``seconds``, to the sketch's relative error (the target's
+    own bin counts as within)."""
+    total = sum(bins.values())
+    if total == 0:
+        return 0.0
+    limit = bin_of(seconds)
+    return sum(n for index, n in bins.items() if index <= limit) / total
+
+
+def summarise(
+    bins: Mapping[int, int],
+    total_seconds: float,
+    maximum: float | None,
+    targets: Mapping[str, float],
+) -> Summary:
+    """A summary from merged bins plus the exact sum and maximum kept beside them."""
+    count = sum(bins.values())
+    return Summary(
+        count=count,
+        mean=total_seconds / count if count else None,
+        p50=quantile(bins, 0.5),
+        p90=quantile(bins, 0.9),
+        p99=quantile(bins, 0.99),
+        max=maximum if count else None,
+        within={label: share_within(bins, s) for label, s in targets.items()},
+    )

@@ -1,0 +1,73 @@
+"""The duration sketch against exact quantiles of the same samples."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from waquality.domain import sketch
+
+
+def exact(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[math.floor(q * (len(ordered) - 1))]
+
+
+def close(estimate: float | None, true: float) -> bool:
+    assert estimate is not None
+    if true < sketch.SMALLEST:
+        return estimate == 0.0
+    return abs(estimate - true) <= sketch.RELATIVE_ERROR * true * (1 + 1e-9)
+
+
+durations = st.floats(min_value=0, max_value=30 * 86_400, allow_nan=False)
+
+
+@settings(max_examples=200, derandomize=True, database=None)
+@given(st.lists(durations, min_size=1, max_size=300), st.sampled_from([0.0, 0.5, 0.9, 0.99, 1.0]))
+def test_quantiles_are_within_the_stated_relative_error(samples: list[float], q: float) -> None:
+    assert close(sketch.quantile(sketch.histogram(samples), q), exact(samples, q))
+
+
+def test_merging_is_adding_counts() -> None:
+    rng = random.Random(3)
+    parts = [[rng.lognormvariate(3, 2) for _ in range(1000)] for _ in range(5)]
+    merged = sum((sketch.histogram(p) for p in parts), start=sketch.histogram([]))
+    whole = [x for p in parts for x in p]
+    assert merged == sketch.histogram(whole)
+    for q in (0.5, 0.9, 0.99):
+        assert close(sketch.quantile(merged, q), exact(whole, q))
+
+
+def test_summary_with_targets() -> None:
+    samples = [5.0, 30.0, 50.0, 120.0, 4000.0]
+    bins = sketch.histogram(samples)
+    summary = sketch.summarise(bins, sum(samples), max(samples), {"1m": 60, "1h": 3600})
+    assert summary.count == 5 and summary.mean == pytest.approx(841.0)
+    assert summary.max == 4000.0
+    assert close(summary.p50, 50.0) and close(summary.p99, 120.0)
+    assert summary.within == {"1m": 0.6, "1h": 0.8}
+    empty = sketch.summarise({}, 0.0, None, {"1m": 60})
+    assert (empty.count, empty.mean, empty.p90, empty.max, empty.within) == (
+        0,
+        None,
+        None,
+        None,
+        {"1m": 0.0},
+    )
+
+
+def test_bins_are_a_fixed_format() -> None:
+    # stored bins must mean the same forever: pin a few
+    assert [sketch.bin_of(x) for x in (0.0, 0.0009, 0.001, 1.0, 60.0, 86_400.0)] == [
+        sketch.ZERO_BIN,
+        sketch.ZERO_BIN,
+        -345,
+        0,
+        205,
+        569,
+    ]
