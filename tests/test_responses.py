@@ -126,3 +126,20 @@ def test_random_histories_keep_the_invariants() -> None:
         answered = [c for c in outcome.conversations if c.answered]
         assert sum(r.first for r in outcome.responses) == len(answered)
         assert outcome == track(list(reversed(messages)), LATER, gap=timedelta(hours=5))
+
+
+def test_buckets_follow_the_configured_time_zone() -> None:
+    from waquality.domain.responses import Bucket, bucket_start
+
+    moment = datetime(2026, 3, 29, 22, 30, tzinfo=UTC)  # Monday 00:30 in Paris (summer time)
+    assert bucket_start(moment, Bucket.HOUR, "Europe/Paris").isoformat() == (
+        "2026-03-30T00:00:00+02:00"
+    )
+    day = bucket_start(moment, Bucket.DAY, "Europe/Paris")
+    assert day.isoformat() == "2026-03-30T00:00:00+02:00"
+    week = bucket_start(datetime(2026, 4, 1, 12, tzinfo=UTC), Bucket.WEEK, "Europe/Paris")
+    assert week.isoformat() == "2026-03-30T00:00:00+02:00"
+    # the week holding the change to summer time starts at winter midnight
+    before = bucket_start(datetime(2026, 3, 29, 12, tzinfo=UTC), Bucket.WEEK, "Europe/Paris")
+    assert before.isoformat() == "2026-03-23T00:00:00+01:00"
+    assert bucket_start(moment, Bucket.DAY).isoformat() == "2026-03-29T00:00:00+00:00"

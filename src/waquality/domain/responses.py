@@ -165,3 +165,22 @@ def _end(conversation: Conversation, run_start: datetime | None) -> None:
     conversation.ended = True
     if run_start is not None and conversation.answered:
         conversation.unanswered_runs += 1
+
+
+class Bucket(StrEnum):
+    HOUR = "hour"
+    DAY = "day"
+    WEEK = "week"  # weeks start on Monday
+
+
+def bucket_start(moment: datetime, bucket: Bucket, zone: str = "UTC") -> datetime:
+    """The start (aware, in ``zone``) of the bucket holding ``moment``; a response belongs to
+    the bucket of the customer message it answers."""
+    local = moment.astimezone(ZoneInfo(zone))
+    if bucket is Bucket.HOUR:
+        return local.replace(minute=0, second=0, microsecond=0)
+    midnight = datetime.combine(local.date(), time(0), local.tzinfo)
+    if bucket is Bucket.WEEK:
+        midnight -= timedelta(days=local.weekday())
+    # a wall-clock midnight: re-attach the zone so its offset is the one of that day
+    return midnight.replace(tzinfo=None).replace(tzinfo=ZoneInfo(zone))
