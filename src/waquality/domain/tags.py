@@ -1,0 +1,78 @@
+"""Tags a business sets when it sends a message, carried in ``biz_opaque_callback_data`` so that
+no extra call is needed: Meta echoes the value on every status of the message.
+
+The encoding is compact and versioned: ``wq1`` then ``;key=value`` pairs, values
+percent-encoded, keys from a fixed set::
+
+    wq1;s=agent;j=order_support;t=ask_address;x=split_question:B
+
+``s`` sender kind (bot, agent, campaign), ``j`` journey, ``t`` step, ``x`` experiment and arm
+(``name:arm``, repeatable). Meta allows 512 characters; :func:`encode` refuses more. A value
+that is not ours (another tool's data) reads as no tags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from waquality.domain.responses import SenderKind
+
+PREFIX = "wq1"
+MAX_LENGTH = 512  # Meta's limit for biz_opaque_callback_data
+
+
+@dataclass(frozen=True, slots=True)
+class Tags:
+    sender: SenderKind = SenderKind.UNKNOWN
+    journey: str | None = None
+    step: str | None = None
+    experiments: tuple[tuple[str, str], ...] = ()  # (experiment, arm)
+
+
+class TagError(ValueError):
+    """Tags that cannot be encoded (too long, or an experiment name holding ':')."""
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="_-.~")
+
+
+def encode(tags: Tags) -> str:
+    parts = [PREFIX]
+    if tags.sender is not SenderKind.UNKNOWN:
+        parts.append(f"s={tags.sender.value}")
+    if tags.journey:
+        parts.append(f"j={_q(tags.journey)}")
+    if tags.step:
+        parts.append(f"t={_q(tags.step)}")
+    for name, arm in tags.experiments:
+        parts.append(f"x={_q(name)}:{_q(arm)}")
+    text = ";".join(parts)
+    if len(text) > MAX_LENGTH:
+        raise TagError(f"tags take {len(text)} characters; Meta allows {MAX_LENGTH}")
+    return text
+
+
+def decode(value: object) -> Tags | None:
+    """The tags in a callback value, or ``None`` when it is not ours."""
+    if not isinstance(value, str):
+        return None
+    head, _, rest = value.partition(";")
+    if head != PREFIX:
+        return None
+    sender, journey, step = SenderKind.UNKNOWN, None, None
+    experiments: list[tuple[str, str]] = []
+    for part in rest.split(";") if rest else []:
+        key, _, raw = part.partition("=")
+        if key == "s":
+            sender = SenderKind.parse(unquote(raw))
+        elif key == "j":
+            journey = unquote(raw) or None
+        elif key == "t":
+            step = unquote(raw) or None
+        elif key == "x" and ":" in raw:
+            name, _, arm = raw.partition(":")
+            experiments.append((unquote(name), unquote(arm)))
+        # unknown keys: written by a newer version; ignored
+    return Tags(sender, journey, step, tuple(experiments))
