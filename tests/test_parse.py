@@ -156,6 +156,7 @@ def test_enums_fall_back_to_unknown() -> None:
 def test_identifier_normalisers() -> None:
     assert normalise_display_number("+1 555-078-3881") == "15550783881"
     assert normalise_display_number("12") is None
+    assert normalise_display_number("+1 555-078-3881 ٣٣") == "15550783881"  # ASCII digits only
     assert normalise_language("en-US") == normalise_language("en_US") == "en_US"
     assert normalise_language("pt_br") == "pt_BR"
     assert as_id(1689556908129832) == "1689556908129832"

@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-_DIGITS = re.compile(r"\D+")
+_DIGITS = re.compile(r"[^0-9]+")  # ASCII digits only: "٣" is no digit of a phone number
 # Meta's human dates: "April 17, 2025", "January 31, 2021".
 _HUMAN_DATE_FORMATS = ("%B %d, %Y", "%b %d, %Y", "%Y-%m-%d")
 # Unix seconds accepted as timestamps: 2001-09-09 .. 2286-11-20.
