@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import webhook
-from waquality.domain.messages import MessageStatus, read
+from waquality.domain.enums import MessageStatus
+from waquality.domain.messages import read
 
 PHONE = "106540352242922"
 

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, time, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from waquality.domain.responses import BusinessHours, Message, SenderKind, track
+from waquality.domain.enums import SenderKind
+from waquality.domain.responses import BusinessHours, Message, track
 
 T = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
 LATER = T + timedelta(days=30)

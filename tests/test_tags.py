@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from waquality.domain.responses import SenderKind
+from waquality.domain.enums import SenderKind
 from waquality.domain.tags import MAX_LENGTH, TagError, Tags, decode, encode
 
 

@@ -383,3 +383,51 @@ class RawStatus(StrEnum):
 
     PENDING = "pending"
     PROCESSED = "processed"
+
+
+class LowerEnum(StrEnum):
+    """A string enum of lower-case wire values with an ``unknown`` fallback."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Self:
+        if isinstance(value, str):
+            key = value.strip().lower()
+            for member in cls:
+                if member.value == key:
+                    return member
+        return cls("unknown")
+
+    @classmethod
+    def parse(cls, value: object) -> Self:
+        return cls(value if isinstance(value, str) else "unknown")
+
+
+class SenderKind(LowerEnum):
+    """Who sent a business message."""
+
+    BOT = "bot"
+    AGENT = "agent"
+    CAMPAIGN = "campaign"
+    UNKNOWN = "unknown"  # known only from webhooks
+
+
+class MessageStatus(LowerEnum):
+    """An outbound message's lifecycle; ``rank`` orders it (it never moves backwards)."""
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    PLAYED = "played"
+    FAILED = "failed"  # final: a failure after a delivery report still failed
+    UNKNOWN = "unknown"
+
+    @property
+    def rank(self) -> int:
+        return (
+            MessageStatus.UNKNOWN,
+            MessageStatus.SENT,
+            MessageStatus.DELIVERED,
+            MessageStatus.READ,
+            MessageStatus.PLAYED,
+            MessageStatus.FAILED,
+        ).index(self)

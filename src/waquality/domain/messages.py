@@ -10,42 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
+from waquality.domain.enums import MessageStatus
 from waquality.domain.values import as_id, as_text, normalise_display_number, parse_timestamp
-
-
-class MessageStatus(StrEnum):
-    """An outbound message's lifecycle; ``rank`` orders it (it never moves backwards)."""
-
-    SENT = "sent"
-    DELIVERED = "delivered"
-    READ = "read"
-    PLAYED = "played"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-
-    @classmethod
-    def parse(cls, value: object) -> MessageStatus:
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            return cls.UNKNOWN
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
-
-
-_RANK = {
-    MessageStatus.UNKNOWN: 0,
-    MessageStatus.SENT: 1,
-    MessageStatus.DELIVERED: 2,
-    MessageStatus.READ: 3,
-    MessageStatus.PLAYED: 4,
-    MessageStatus.FAILED: 5,  # final: a failure after a delivery report still failed
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,19 +23,7 @@ from datetime import datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-
-class SenderKind(StrEnum):
-    BOT = "bot"
-    AGENT = "agent"
-    CAMPAIGN = "campaign"
-    UNKNOWN = "unknown"  # known only from webhooks
-
-    @classmethod
-    def parse(cls, value: object) -> SenderKind:
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            return cls.UNKNOWN
+from waquality.domain.enums import SenderKind
 
 
 @dataclass(frozen=True, slots=True)

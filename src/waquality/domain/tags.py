@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-from waquality.domain.responses import SenderKind
+from waquality.domain.enums import SenderKind
 
 PREFIX = "wq1"
 MAX_LENGTH = 512  # Meta's limit for biz_opaque_callback_data
