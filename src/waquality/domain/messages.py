@@ -168,3 +168,45 @@ def _status(item: Any, phone: str | None) -> Status | None:
         origin=as_text(origin.get("type"), 64),
         callback=as_text(item.get("biz_opaque_callback_data"), 512),
     )
+
+
+Row = dict[str, Any]
+_STATUS_TIME = {
+    MessageStatus.SENT: "sent_at",
+    MessageStatus.DELIVERED: "delivered_at",
+    MessageStatus.READ: "read_at",
+    MessageStatus.FAILED: "failed_at",
+}
+
+
+def merge(row: Row | None, item: Inbound | Status) -> Row:
+    """A message's row after one more item about it, whatever order its items arrive in: the
+    highest status wins (failed is final), each status keeps its earliest time, the message's
+    time is its ``sent`` time (until that comes, its earliest status's), the error is the
+    earliest failure's, and a redelivery changes nothing."""
+    if isinstance(item, Inbound):
+        return row or {
+            "wamid": item.wamid,
+            "phone_number_id": item.phone_number_id,
+            "customer": item.customer,
+            "inbound": True,
+            "kind": item.kind,
+            "at": item.at,
+            "replies_to": item.replies_to,
+        }
+    new: Row = dict(row) if row else {"wamid": item.wamid, "inbound": False}
+    if new["inbound"]:
+        return new  # a status about an inbound message's id: not ours to track
+    for key, value in (("phone_number_id", item.phone_number_id), ("customer", item.customer)):
+        new[key] = new.get(key) or value
+    if item.status.rank > MessageStatus.parse(new.get("status")).rank:
+        new["status"] = item.status.value
+    column = _STATUS_TIME.get(item.status)
+    if column and (new.get(column) is None or item.at < new[column]):
+        new[column] = item.at
+        if item.status is MessageStatus.FAILED:
+            new["error_code"] = item.error_codes[0] if item.error_codes else None
+    times = [new[c] for c in _STATUS_TIME.values() if new.get(c) is not None]
+    new["at"] = new.get("sent_at") or (min(times) if times else item.at)
+    new["category"] = new.get("category") or item.category
+    return new

@@ -367,6 +367,30 @@ facts = Table(
     Index("ix_facts_subject", "subject_kind", "subject_key", "field", "occurred_at"),
 )
 
+messages = Table(
+    "messages",
+    metadata,
+    # One row per message (wamid): metadata only, never its text. An outbound message's status
+    # only moves forward (sent → delivered → read → played; failed is final).
+    Column("wamid", String(256), primary_key=True),
+    Column("phone_number_id", String(64)),
+    Column("customer", String(128)),  # wa_id, or the business-scoped user id
+    Column("inbound", Boolean, nullable=False),
+    Column("kind", String(64)),
+    Column("at", UTCDateTime),  # inbound: received; outbound: sent (else the first status seen)
+    Column("status", String(16)),
+    Column("sent_at", UTCDateTime),
+    Column("delivered_at", UTCDateTime),
+    Column("read_at", UTCDateTime),
+    Column("failed_at", UTCDateTime),
+    Column("error_code", Integer),
+    Column("category", String(64)),
+    Column("sender_kind", String(16), nullable=False, server_default="unknown"),
+    Column("replies_to", String(256)),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_messages_pair", "phone_number_id", "customer", "at"),
+)
+
 instance = Table(
     "instance",
     metadata,

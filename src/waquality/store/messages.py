@@ -1,0 +1,62 @@
+"""Messages in the database: one row per wamid, merged item by item (see
+:func:`waquality.domain.messages.merge`), in the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select, update
+
+from waquality.domain.messages import Inbound, Row, Status, merge
+from waquality.store import schema
+from waquality.store.database import Database
+
+m = schema.messages
+_COLUMNS = [c.key for c in m.c if c.key not in ("wamid", "updated_at")]
+
+
+def record(db: Database, conn: Connection, items: Sequence[Inbound | Status], now: datetime) -> int:
+    """Merge ``items`` into their messages' rows; returns how many rows changed."""
+    if not items:
+        return 0
+    wamids = sorted({item.wamid for item in items})
+    query = select(m).where(m.c.wamid.in_(wamids)).order_by(m.c.wamid).with_for_update()
+    before: dict[str, Row] = {
+        row["wamid"]: _plain(dict(row)) for row in conn.execute(query).mappings()
+    }
+    after = dict(before)
+    for item in items:
+        after[item.wamid] = merge(after.get(item.wamid), item)
+    fresh = [_full(row, now) for wamid, row in after.items() if wamid not in before]
+    changed = [
+        _full(row, now)
+        for wamid, row in after.items()
+        if wamid in before and _full(row, now) != _full(before[wamid], now)
+    ]
+    if fresh:
+        conn.execute(db.insert(m).on_conflict_do_nothing(index_elements=[m.c.wamid]), fresh)
+    if changed:
+        conn.execute(
+            update(m)
+            .where(m.c.wamid == bindparam("_wamid"))
+            .values({c: bindparam(f"_{c}") for c in [*_COLUMNS, "updated_at"]}),
+            [
+                {"_wamid": r["wamid"], **{f"_{c}": r[c] for c in [*_COLUMNS, "updated_at"]}}
+                for r in changed
+            ],
+        )
+    return len(fresh) + len(changed)
+
+
+def _plain(row: dict[str, Any]) -> Row:
+    """A stored row as :func:`merge` writes rows (no bookkeeping, no empty columns)."""
+    return {k: v for k, v in row.items() if k != "updated_at" and v is not None}
+
+
+def _full(row: Row, now: datetime) -> Row:
+    full = {c: row.get(c) for c in ("wamid", *_COLUMNS)}
+    full["sender_kind"] = full["sender_kind"] or "unknown"
+    full["updated_at"] = now
+    return full
