@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from harness import HOST, Postgres, Processes, free_port, wait_ready
+from harness import HOST, Postgres, Processes, free_port, serve_env, start_serve, wait_ready
 from waquality.ingest.signature import sign
 
 SECRET = "bench-app-secret"  # noqa: S105 (a throwaway secret for a local run)
@@ -129,23 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             url = f"sqlite:///{Path(tmp) / 'alerts.db'}"
         port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("WAQUALITY_")},
-            "WAQUALITY_DATABASE_URL": url,
-            "WAQUALITY_APP_SECRET": SECRET,
-            "WAQUALITY_API_TOKEN": "bench-token",
-            "WAQUALITY_ALERT_URLS": f"webhook+http://{HOST}:{hook.server_port}/alerts",
-            "WAQUALITY_LOG_LEVEL": "WARNING",
-            "WAQUALITY_CONFIG": str(Path(tmp) / "none.toml"),
-        }
-        Path(env["WAQUALITY_CONFIG"]).write_text("")
-        server = processes.start(
-            "waquality",
-            [sys.executable, "-m", "waquality", "serve", "--port", str(port)],
-            port=port,
-            env=env,
-            log_path=Path(tmp) / "server.log",
+        env = serve_env(
+            Path(tmp),
+            url,
+            SECRET,
+            "bench-token",
+            alert_urls=f"webhook+http://{HOST}:{hook.server_port}/alerts",
         )
+        server = start_serve(processes, env, port, Path(tmp) / "server.log")
         stop = threading.Event()
         try:
             wait_ready(server, "/readyz")

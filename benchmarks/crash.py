@@ -36,7 +36,7 @@ import httpx
 from sqlalchemy import select
 
 import bodies as body_pool
-from harness import HOST, Postgres, Processes, Server, free_port, wait_ready
+from harness import HOST, Postgres, Processes, Server, free_port, serve_env, start_serve, wait_ready
 from waquality.ingest.signature import sign
 from waquality.process.parse import parse_body
 from waquality.store import schema
@@ -101,27 +101,14 @@ class Instance:
         self.processes = Processes()
         self.port = free_port()
         self.tmp = tmp
-        config = tmp / "none.toml"
-        config.write_text("")
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("WAQUALITY_")},
-            "WAQUALITY_DATABASE_URL": url,
-            "WAQUALITY_APP_SECRET": SECRET,
-            "WAQUALITY_API_TOKEN": TOKEN,
-            "WAQUALITY_LOG_LEVEL": "WARNING",
-            "WAQUALITY_CONFIG": str(config),
-        }
+        self.env = serve_env(tmp, url, SECRET, TOKEN)
         self.server: Server | None = None
         self.starts = 0
 
     def start(self) -> None:
         self.starts += 1
-        self.server = self.processes.start(
-            "waquality",
-            [sys.executable, "-m", "waquality", "serve", "--port", str(self.port)],
-            port=self.port,
-            env=self.env,
-            log_path=self.tmp / f"server-{self.starts}.log",
+        self.server = start_serve(
+            self.processes, self.env, self.port, self.tmp / f"server-{self.starts}.log"
         )
         wait_ready(self.server, "/readyz")
 

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -372,3 +373,35 @@ class CpuSnapshot:
             return 0.0
         used = sum(cpu - earlier.foreign.get(pid, 0.0) for pid, cpu in self.foreign.items())
         return max(used, 0.0) / elapsed
+
+
+# -- the server under test ------------------------------------------------------
+
+
+def serve_env(
+    tmp: Path, database_url: str, secret: str, token: str, **extra: str
+) -> dict[str, str]:
+    """The environment of a ``waquality serve`` under test: this one without any WAQUALITY_*
+    setting, an empty config file in ``tmp``, and the given database, secret and token
+    (``extra``: more settings, named without the prefix)."""
+    config = tmp / "none.toml"
+    config.write_text("")
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WAQUALITY_")},
+        "WAQUALITY_DATABASE_URL": database_url,
+        "WAQUALITY_APP_SECRET": secret,
+        "WAQUALITY_API_TOKEN": token,
+        "WAQUALITY_LOG_LEVEL": "WARNING",
+        "WAQUALITY_CONFIG": str(config),
+        **{f"WAQUALITY_{k.upper()}": v for k, v in extra.items()},
+    }
+
+
+def start_serve(processes: Processes, env: Mapping[str, str], port: int, log_path: Path) -> Server:
+    return processes.start(
+        "waquality",
+        [sys.executable, "-m", "waquality", "serve", "--port", str(port)],
+        port=port,
+        env=env,
+        log_path=log_path,
+    )

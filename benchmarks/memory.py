@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from bodies import DEFAULT_SECRET, write_pool
-from harness import Postgres, Processes, free_port, wait_ready
+from harness import Postgres, Processes, free_port, serve_env, start_serve, wait_ready
 from loadgen import run_wrk
 
 STRETCH = 60  # seconds of load between two samples
@@ -71,24 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             url = database.url
         else:
             url = f"sqlite:///{Path(tmp) / 'memory.db'}"
-        config = Path(tmp) / "none.toml"
-        config.write_text("")
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("WAQUALITY_")},
-            "WAQUALITY_DATABASE_URL": url,
-            "WAQUALITY_APP_SECRET": DEFAULT_SECRET,
-            "WAQUALITY_API_TOKEN": "memory-token",
-            "WAQUALITY_LOG_LEVEL": "WARNING",
-            "WAQUALITY_CONFIG": str(config),
-        }
-        port = free_port()
-        server = processes.start(
-            "waquality",
-            [sys.executable, "-m", "waquality", "serve", "--port", str(port)],
-            port=port,
-            env=env,
-            log_path=Path(tmp) / "server.log",
-        )
+        env = serve_env(Path(tmp), url, DEFAULT_SECRET, "memory-token")
+        server = start_serve(processes, env, free_port(), Path(tmp) / "server.log")
         samples: list[tuple[float, float]] = []
         began = time.monotonic()
         try:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from builders import envelope, template_status
 from conftest import API_TOKEN, make_settings, run_server, signed_headers
 from receiver import Receiver, receiving
-from test_alerts import NOW, T0, Clock, delivery, outbox, process
+from test_alerts import NOW, T0, Clock, account_restricted, delivery, outbox, process
 from test_poller import Clock as PollClock
 from test_poller import make_poller
 from waquality.alerting.book import Alerting, add_silence, alerts, expire_silence
@@ -56,8 +56,6 @@ def test_an_alert_silenced_when_it_fired_is_told_once_the_silence_ends(db: Datab
 
 
 def test_an_inhibited_alert_is_told_when_its_inhibitor_resolves(db: Database) -> None:
-    from test_alerts import account_restricted
-
     clock = Clock()
     with delivery(db, "json://127.0.0.1:9/unused", clock=clock) as (al, d):
         d.alerting = al

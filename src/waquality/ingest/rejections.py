@@ -67,13 +67,3 @@ def signature_failures(db: Database, since: datetime) -> int:
 def prune(db: Database, before: datetime) -> int:
     with db.write() as conn:
         return conn.execute(delete(r).where(r.c.minute < before)).rowcount or 0
-
-
-def per_reason(db: Database, since: datetime) -> dict[str, int]:
-    query = (
-        select(r.c.reason, func.sum(r.c.count))
-        .where(r.c.minute >= minute_of(since))
-        .group_by(r.c.reason)
-    )
-    with db.read() as conn:
-        return {reason: int(n) for reason, n in conn.execute(query)}

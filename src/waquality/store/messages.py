@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
@@ -23,9 +22,7 @@ def record(db: Database, conn: Connection, items: Sequence[Inbound | Status], no
         return 0
     wamids = sorted({item.wamid for item in items})
     query = select(m).where(m.c.wamid.in_(wamids)).order_by(m.c.wamid).with_for_update()
-    before: dict[str, Row] = {
-        row["wamid"]: _plain(dict(row)) for row in conn.execute(query).mappings()
-    }
+    before: dict[str, Row] = {row["wamid"]: dict(row) for row in conn.execute(query).mappings()}
     after = dict(before)
     for item in items:
         after[item.wamid] = merge(after.get(item.wamid), item)
@@ -48,11 +45,6 @@ def record(db: Database, conn: Connection, items: Sequence[Inbound | Status], no
             ],
         )
     return len(fresh) + len(changed)
-
-
-def _plain(row: dict[str, Any]) -> Row:
-    """A stored row as :func:`merge` writes rows (no bookkeeping, no empty columns)."""
-    return {k: v for k, v in row.items() if k != "updated_at" and v is not None}
 
 
 def _full(row: Row, now: datetime) -> Row:
