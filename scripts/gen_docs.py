@@ -46,13 +46,25 @@ def render_cli() -> str:
     return "\n".join(parts)
 
 
+def _duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _default(value: object) -> str:
     if isinstance(value, timedelta):
-        seconds = int(value.total_seconds())
-        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-            if seconds and seconds % size == 0:
-                return f"`{seconds // size}{unit}`"
-        return f"`{seconds}s`"
+        return f"`{_duration(value)}`"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, list) and value:
+        return (
+            "`"
+            + ",".join(_duration(v) if isinstance(v, timedelta) else str(v) for v in value)
+            + "`"
+        )
     if value is None or value in ([], {}) or repr(value) == "PydanticUndefined":
         return "—"
     text = value.get_secret_value() if hasattr(value, "get_secret_value") else value

@@ -11,8 +11,12 @@ from waquality.domain.tags import MAX_LENGTH, TagError, Tags, decode, encode
 
 
 def test_the_documented_example() -> None:
-    tags = Tags(SenderKind.AGENT, "order_support", "ask_address", (("split_question", "B"),))
-    assert encode(tags) == "wq1;s=agent;j=order_support;t=ask_address;x=split_question:B"
+    tags = Tags(
+        SenderKind.AGENT, "order_support", "ask_address", (("split_question", "B"),), "order_update"
+    )
+    assert (
+        encode(tags) == "wq1;s=agent;j=order_support;t=ask_address;x=split_question:B;m=order_update"
+    )
     assert decode(encode(tags)) == tags
 
 
@@ -36,11 +40,16 @@ text = st.text(min_size=1, max_size=30)
     st.none() | text,
     st.none() | text,
     st.lists(st.tuples(text, text), max_size=3),
+    st.none() | text,
 )
 def test_any_tags_round_trip(
-    sender: SenderKind, journey: str | None, step: str | None, experiments: list[tuple[str, str]]
+    sender: SenderKind,
+    journey: str | None,
+    step: str | None,
+    experiments: list[tuple[str, str]],
+    template: str | None,
 ) -> None:
-    tags = Tags(sender, journey, step, tuple(experiments))
+    tags = Tags(sender, journey, step, tuple(experiments), template)
     try:
         encoded = encode(tags)
     except TagError:

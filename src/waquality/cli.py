@@ -76,6 +76,7 @@ def worker() -> None:
     """Process stored webhooks without the HTTP server (several may run on PostgreSQL)."""
     from waquality.process.worker import BackgroundWorker, Processor
     from waquality.runtime import Runtime
+    from waquality.store import tracker
 
     settings = _settings()
     _logging(settings)
@@ -86,7 +87,12 @@ def worker() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     background = BackgroundWorker(
-        Processor(runtime.db, batch_size=settings.batch_size, reread_delay=settings.reread_delay),
+        Processor(
+            runtime.db,
+            batch_size=settings.batch_size,
+            reread_delay=settings.reread_delay,
+            tracker=tracker.configured(runtime.db, settings),
+        ),
         idle_poll=0.5,
     )
     background.start()
@@ -340,12 +346,14 @@ def reprocess(raw_ids: tuple[int, ...], process: bool) -> None:
     """
     from waquality.process.worker import Processor, utcnow
     from waquality.reprocess import requeue_quarantined
+    from waquality.store import tracker
 
     with _runtime() as runtime:
         count = _run(lambda: requeue_quarantined(runtime.db, utcnow(), raw_ids))
         click.echo(f"requeued {count} bodies")
         if process and count:
-            result = _run(lambda: Processor(runtime.db).drain())
+            found = tracker.configured(runtime.db, runtime.settings)
+            result = _run(lambda: Processor(runtime.db, tracker=found).drain())
             click.echo(
                 f"processed {result.bodies} bodies: {result.events} new events, "
                 f"{result.duplicates} duplicates, {result.quarantined} quarantined again"

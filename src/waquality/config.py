@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -25,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from waquality.domain.responses import parse_business_hours
 from waquality.errors import ConfigError
 
 PREFIX = "WAQUALITY_"
@@ -36,6 +38,7 @@ SECRET_FIELDS = (
     "api_token",
     "access_token",
     "alert_urls",
+    "customer_id_key",
 )
 _GRAPH_VERSION = re.compile(r"^v\d+\.\d+$")
 _OBJECT_ID = re.compile(r"^[0-9]{1,32}$")
@@ -67,7 +70,25 @@ def _split_urls(value: Any) -> Any:
     return value
 
 
+def parse_bool(value: Any) -> bool:
+    """``true``/``false`` or ``1``/``0``; anything else is an error, not a guess."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _durations(value: Any) -> Any:
+    return [parse_duration(v) for v in _split_list(value)] if isinstance(value, str) else value
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Flag = Annotated[bool, BeforeValidator(parse_bool)]
+DurationList = Annotated[list[timedelta], BeforeValidator(_durations)]
 SecretList = Annotated[list[SecretStr], BeforeValidator(_split_list)]
 IdList = Annotated[list[str], BeforeValidator(_split_list)]
 UrlList = Annotated[list[SecretStr], BeforeValidator(_split_urls)]
@@ -133,7 +154,45 @@ class Settings(BaseModel):
     batch_size: int = Field(500, ge=1, le=5000, description="Bodies processed per transaction.")
     customer_data_retention: Duration = Field(
         timedelta(days=30),
-        description="How long raw `messages`/`user_preferences` payloads are kept.",
+        description="How long customer data is kept: raw `messages`/`user_preferences` "
+        "payloads, messages, conversations and responses (the per-hour figures stay).",
+    )
+    tracker: Flag = Field(
+        True,
+        description="Track conversations from `messages` webhooks and logged messages: "
+        "response times and delivery signals.",
+    )
+    message_bodies: Flag = Field(
+        True,
+        description="Keep the text of messages (what customers typed or tapped, what was logged); "
+        "false: metadata only, and raw payloads lose their text once processed.",
+    )
+    customer_id_key: SecretStr | None = Field(
+        None,
+        description="Store customer ids (wa_id, user id) as keyed hashes (HMAC-SHA256 with this "
+        "key) in messages, conversations and raw payloads once processed; unset: as they are.",
+    )
+    conversation_gap: Duration = Field(
+        timedelta(hours=24),
+        description="A conversation ends after this long without a message (the customer-service "
+        "window).",
+    )
+    response_senders: IdList = Field(
+        default_factory=list,
+        description="Senders whose replies count as responses, comma-separated (bot, agent, "
+        "campaign, unknown); unset: every sender.",
+    )
+    business_hours: str | None = Field(
+        None,
+        description="Opening hours such as `mon-fri 09:00-17:00`: the response clock runs only "
+        "inside them; unset: always.",
+    )
+    time_zone: str = Field(
+        "UTC", description="Time zone of business hours and of hourly, daily and weekly figures."
+    )
+    response_targets: DurationList = Field(
+        default_factory=lambda: [timedelta(minutes=1), timedelta(minutes=5), timedelta(hours=1)],
+        description="Targets whose share of responses within them every summary reports.",
     )
     write_timeout: Duration = Field(
         timedelta(seconds=10),
@@ -260,7 +319,41 @@ class Settings(BaseModel):
             raise ValueError("must be at least 10s")
         return value
 
-    @field_validator("verify_token", "api_token", "access_token")
+    @field_validator("response_senders")
+    @classmethod
+    def _senders(cls, value: list[str]) -> list[str]:
+        known = {"bot", "agent", "campaign", "unknown"}
+        bad = [v for v in value if v.lower() not in known]
+        if bad:
+            raise ValueError(
+                f"unknown sender kinds: {', '.join(bad)} (expected {', '.join(sorted(known))})"
+            )
+        return [v.lower() for v in value]
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a time zone name such as Europe/Berlin") from None
+        return value
+
+    @field_validator("business_hours")
+    @classmethod
+    def _hours(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_business_hours(value)
+        return value
+
+    @field_validator("response_targets")
+    @classmethod
+    def _targets(cls, value: list[timedelta]) -> list[timedelta]:
+        if not value or any(t <= timedelta(0) for t in value):
+            raise ValueError("expected one or more durations above zero")
+        return sorted(set(value))
+
+    @field_validator("verify_token", "api_token", "access_token", "customer_id_key")
     @classmethod
     def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():

@@ -144,6 +144,17 @@ class UserPreference:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MessagesError:
+    """A value-level error of the ``messages`` field: a system, app or account problem that
+    concerns no single message (130429 rate limit hit, ...)."""
+
+    phone_number_id: str | None
+    display_phone_number: str | None
+    code: int | None
+    title: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UnmodelledChange:
     """A field we keep but do not interpret (yet): its raw value is the record."""
 
@@ -161,6 +172,7 @@ Detail = (
     | AccountReviewUpdate
     | SecurityUpdate
     | UserPreference
+    | MessagesError
     | UnmodelledChange
 )
 

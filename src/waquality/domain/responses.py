@@ -17,6 +17,7 @@ customer) pair, from its messages. Pure: no database, no clock (``now`` is passe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
@@ -53,6 +54,7 @@ class Conversation:
     unanswered_runs: int = 0  # runs left without a reply (once the conversation ended)
     ended: bool = False  # ``gap`` has passed since its last message
     waiting_since: datetime | None = None  # open: the run waiting for a reply
+    messages: int = 0  # its messages (failed ones are not part of it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,35 @@ class BusinessHours:
                 total += max(overlap.total_seconds(), 0.0)
             day += timedelta(days=1)
         return total
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS = re.compile(
+    r"^\s*(?P<days>[a-z,\-]+)\s+(?P<opens>\d{1,2}:\d{2})-(?P<closes>\d{1,2}:\d{2})\s*$"
+)
+
+
+def parse_business_hours(text: str, zone: str = "UTC") -> BusinessHours:
+    """``mon-fri 09:00-17:00``, ``mon,wed,fri 08:30-12:00``, ``sat-sun 10:00-14:00``: days
+    (ranges wrap around the week) and the opening hours of each, local time of ``zone``."""
+    match = _HOURS.match(text.lower())
+    if match is None:
+        raise ValueError("expected days and hours such as mon-fri 09:00-17:00")
+    days: set[int] = set()
+    for part in match["days"].split(","):
+        first, _, last = part.partition("-")
+        if first not in _DAYS or (last and last not in _DAYS):
+            raise ValueError(f"unknown day in {part!r}: use {', '.join(_DAYS)}")
+        start, end = _DAYS.index(first), _DAYS.index(last or first)
+        days.update((start + i) % 7 for i in range((end - start) % 7 + 1))
+    try:
+        opens = time.fromisoformat(match["opens"].zfill(5))
+        closes = time.fromisoformat(match["closes"].zfill(5))
+    except ValueError:
+        raise ValueError("hours must be HH:MM between 00:00 and 23:59") from None
+    if closes <= opens:
+        raise ValueError("closing time must come after opening time")
+    return BusinessHours(zone, opens, closes, frozenset(days))
 
 
 @dataclass(slots=True)
@@ -125,6 +156,7 @@ def track(
             outcome.conversations.append(current)
             run_start = None
         current.last_at = message.at
+        current.messages += 1
         if message.inbound:
             current.customer_wrote = True
             run_start = run_start or message.at

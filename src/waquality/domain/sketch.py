@@ -5,12 +5,14 @@ within ``RELATIVE_ERROR`` of the bin's representative value, so any quantile rea
 is within ``RELATIVE_ERROR`` of a true sample quantile. Durations under ``SMALLEST`` share bin
 ``ZERO_BIN`` (read back as 0). Histograms merge by adding counts bin by bin — in SQL, a ``SUM``
 grouped by bin over any time range — so a summary costs the same however many durations are
-stored. The mapping is part of the storage format: it never changes.
+stored. The mapping and :func:`pack`'s layout are part of the storage format: they never
+change.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -91,3 +93,29 @@ def summarise(
         max=maximum if count else None,
         within={label: share_within(bins, s) for label, s in targets.items()},
     )
+
+
+def pack(bins: Mapping[int, int]) -> bytes:
+    """Bins as stored: little-endian int32s — the zero bin's count, the first bin's index, then
+    the counts of every bin from there to the last (dense: a handful of kilobytes at most)."""
+    zero = bins.get(ZERO_BIN, 0)
+    indexes = [i for i, count in bins.items() if i != ZERO_BIN and count]
+    if not indexes:
+        return struct.pack("<2i", zero, 0)
+    low, high = min(indexes), max(indexes)
+    dense = [0] * (high - low + 1)
+    for index in indexes:
+        dense[index - low] = bins[index]
+    return struct.pack(f"<{2 + len(dense)}i", zero, low, *dense)
+
+
+def unpack(data: bytes) -> Counter[int]:
+    values = struct.unpack(f"<{len(data) // 4}i", data)
+    bins: Counter[int] = Counter()
+    if values[0]:
+        bins[ZERO_BIN] = values[0]
+    low = values[1]
+    for offset, count in enumerate(values[2:]):
+        if count:
+            bins[low + offset] = count
+    return bins

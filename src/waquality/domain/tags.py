@@ -4,11 +4,12 @@ no extra call is needed: Meta echoes the value on every status of the message.
 The encoding is compact and versioned: ``wq1`` then ``;key=value`` pairs, values
 percent-encoded, keys from a fixed set::
 
-    wq1;s=agent;j=order_support;t=ask_address;x=split_question:B
+    wq1;s=agent;j=order_support;t=ask_address;x=split_question:B;m=order_update
 
 ``s`` sender kind (bot, agent, campaign), ``j`` journey, ``t`` step, ``x`` experiment and arm
-(``name:arm``, repeatable). Meta allows 512 characters; :func:`encode` refuses more. A value
-that is not ours (another tool's data) reads as no tags.
+(``name:arm``, repeatable), ``m`` the template's name (for delivery figures per template).
+Meta allows 512 characters; :func:`encode` refuses more. A value that is not ours (another
+tool's data) reads as no tags.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Tags:
     journey: str | None = None
     step: str | None = None
     experiments: tuple[tuple[str, str], ...] = ()  # (experiment, arm)
+    template: str | None = None
 
 
 class TagError(ValueError):
@@ -48,6 +50,8 @@ def encode(tags: Tags) -> str:
         parts.append(f"t={_q(tags.step)}")
     for name, arm in tags.experiments:
         parts.append(f"x={_q(name)}:{_q(arm)}")
+    if tags.template:
+        parts.append(f"m={_q(tags.template)}")
     text = ";".join(parts)
     if len(text) > MAX_LENGTH:
         raise TagError(f"tags take {len(text)} characters; Meta allows {MAX_LENGTH}")
@@ -61,7 +65,7 @@ def decode(value: object) -> Tags | None:
     head, _, rest = value.partition(";")
     if head != PREFIX:
         return None
-    sender, journey, step = SenderKind.UNKNOWN, None, None
+    sender, journey, step, template = SenderKind.UNKNOWN, None, None, None
     experiments: list[tuple[str, str]] = []
     for part in rest.split(";") if rest else []:
         key, _, raw = part.partition("=")
@@ -71,8 +75,10 @@ def decode(value: object) -> Tags | None:
             journey = unquote(raw) or None
         elif key == "t":
             step = unquote(raw) or None
+        elif key == "m":
+            template = unquote(raw) or None
         elif key == "x" and ":" in raw:
             name, _, arm = raw.partition(":")
             experiments.append((unquote(name), unquote(arm)))
         # unknown keys: written by a newer version; ignored
-    return Tags(sender, journey, step, tuple(experiments))
+    return Tags(sender, journey, step, tuple(experiments), template)

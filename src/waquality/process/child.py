@@ -21,6 +21,7 @@ from waquality.store.database import WriteGate
 
 log = logging.getLogger(__name__)
 RESTART_DELAY = 1.0
+IDLE_CHECK = 60.0  # seconds between two looks for conversations whose gap has passed
 
 
 class ProcessingChild:
@@ -98,7 +99,8 @@ def _child_main(
     from waquality.alerting.event_rules import configured_rules
     from waquality.graph.poller import Poller
     from waquality.periodic import Periodic
-    from waquality.process.worker import BackgroundWorker, Processor
+    from waquality.process.worker import BackgroundWorker, Processor, utcnow
+    from waquality.store import tracker
     from waquality.store.database import Database
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
@@ -141,6 +143,7 @@ def _child_main(
         ),
     )
     dispatcher.alerting = alerting
+    conversations = tracker.configured(db, settings)
     workers = [
         BackgroundWorker(
             Processor(
@@ -148,6 +151,7 @@ def _child_main(
                 batch_size=settings.batch_size,
                 reread_delay=settings.reread_delay,
                 alerting=alerting,
+                tracker=conversations,
             ),
             name=f"waquality-worker-{i}",
             busy=lambda: bool(busy.value),
@@ -157,12 +161,19 @@ def _child_main(
     ]
     poller = Poller(db, settings, alerting=alerting)
     polling = Periodic(poller.step, interval=1.0, name="waquality-poller", on_stop=poller.close)
+    loops = [polling, delivery]
+    if conversations is not None and settings.workers:
+        ending = conversations.end_idle
+        loops.append(
+            Periodic(lambda: ending(utcnow()), interval=IDLE_CHECK, name="waquality-conversations")
+        )
     for worker in workers:
         worker.start()
-    polling.start()
-    delivery.start()
+    for loop in loops:
+        loop.start()
     stop.wait()
-    polling.stop()
+    for loop in loops[:1] + loops[2:]:
+        loop.stop()
     for worker in workers:
         worker.stop()
     delivery.stop()

@@ -38,6 +38,7 @@ from waquality.domain.events import (
     AccountUpdate,
     BusinessCapabilityUpdate,
     Detail,
+    MessagesError,
     PhoneNameUpdate,
     PhoneQualityUpdate,
     Restriction,
@@ -229,6 +230,16 @@ def user_preference(item: Value, metadata: Value) -> UserPreference:
         customer=customer,
         value=PreferenceValue.parse(item.get("value")) or PreferenceValue.UNKNOWN,
         category=as_text(item.get("category"), 128),
+    )
+
+
+def messages_error(item: Value, metadata: Value) -> MessagesError:
+    code = as_int(item.get("code"))
+    return MessagesError(
+        phone_number_id=as_id(metadata.get("phone_number_id")),
+        display_phone_number=normalise_display_number(metadata.get("display_phone_number")),
+        code=code if code is not None and 0 <= code < 2**31 else None,
+        title=as_text(item.get("title"), 512),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from waquality.domain import messages
 from waquality.domain.enums import AlertEntityType, SubjectKind, WebhookField
 from waquality.domain.events import (
     AccountAlert,
@@ -22,6 +23,7 @@ from waquality.domain.events import (
     BusinessCapabilityUpdate,
     Detail,
     Event,
+    MessagesError,
     PhoneJoin,
     PhoneNameUpdate,
     PhoneQualityUpdate,
@@ -69,6 +71,7 @@ class ParsedBody:
     changes: dict[str, int] = field(default_factory=dict)  # field name → changes seen
     items: dict[str, int] = field(default_factory=dict)  # field name → items (messages, ...)
     wabas: set[str] = field(default_factory=set)  # WABAs this body speaks for
+    messages: list[messages.Item] = field(default_factory=list)  # inbound messages, statuses
     has_customer_data: bool = False
     has_management_data: bool = False
     lone_surrogates: bool = False  # the body escapes lone surrogates: what holds one is broken
@@ -83,7 +86,10 @@ def dedupe_key(*parts: Any) -> str:
     return hashlib.sha256(canonical_json(list(parts))).hexdigest()
 
 
-def parse_body(body: bytes) -> ParsedBody:
+def parse_body(body: bytes, received_at: datetime | None = None) -> ParsedBody:
+    """Everything in one stored body. ``received_at`` tells apart value-level errors of the
+    ``messages`` field, which carry no time of their own: the same error in another hour is
+    another event."""
     parsed = ParsedBody()
     try:
         document = _load(parsed, body)
@@ -107,8 +113,9 @@ def parse_body(body: bytes) -> ParsedBody:
         parsed.broken.append(Broken("entry", None, "entry is not a list"))
         return parsed
     seen: set[str] = set()
+    hour = int(received_at.timestamp()) // 3600 if received_at else None
     for e_index, entry in enumerate(entries):
-        _parse_entry(parsed, seen, f"entry[{e_index}]", entry)
+        _parse_entry(parsed, seen, f"entry[{e_index}]", entry, hour)
     return parsed
 
 
@@ -141,7 +148,9 @@ def _mark_lone_surrogate(match: re.Match[bytes]) -> bytes:
     return match[0]  # not a surrogate, or a pair
 
 
-def _parse_entry(parsed: ParsedBody, seen: set[str], path: str, entry: Any) -> None:
+def _parse_entry(
+    parsed: ParsedBody, seen: set[str], path: str, entry: Any, hour: int | None
+) -> None:
     if not isinstance(entry, dict):
         parsed.broken.append(Broken(path, None, "entry item is not an object"))
         return
@@ -165,7 +174,10 @@ def _parse_entry(parsed: ParsedBody, seen: set[str], path: str, entry: Any) -> N
             if not isinstance(value, dict):
                 raise PayloadError("change value is not an object")
             parsed.changes[field_name] = parsed.changes.get(field_name, 0) + 1
-            events = _decode_change(parsed, field_name, waba_id, entry_time, value)
+            if WebhookField(field_name) is WebhookField.MESSAGES:
+                events = _messages(parsed, change_path, waba_id, entry_time, value, hour)
+            else:
+                events = _decode_change(parsed, field_name, waba_id, entry_time, value)
         except PayloadError as exc:
             parsed.broken.append(Broken(change_path, _storable(field_name), str(exc)))
             continue
@@ -193,10 +205,6 @@ def _decode_change(
         if waba_id:
             parsed.wabas.add(waba_id)
         _note_join(parsed, waba_id, value)
-        if known is WebhookField.MESSAGES:
-            count = sum(len(v) for k in _MESSAGE_ITEM_LISTS if isinstance(v := value.get(k), list))
-            parsed.items[field_name] = parsed.items.get(field_name, 0) + count
-            return []
         return _user_preferences(parsed, waba_id, value)
     parsed.has_management_data = True
     decoder = decode.DECODERS.get(known)
@@ -206,6 +214,45 @@ def _decode_change(
     if event.waba_id:
         parsed.wabas.add(event.waba_id)
     return [event]
+
+
+def _messages(
+    parsed: ParsedBody,
+    path: str,
+    waba_id: str | None,
+    entry_time: datetime | None,
+    value: dict[str, Any],
+    hour: int | None,
+) -> list[Event]:
+    """A ``messages`` change: its inbound messages and statuses go to the tracker (what cannot
+    be read is broken, by path); each value-level error is an event."""
+    parsed.has_customer_data = True
+    if waba_id:
+        parsed.wabas.add(waba_id)
+    _note_join(parsed, waba_id, value)
+    count = sum(len(v) for k in _MESSAGE_ITEM_LISTS if isinstance(v := value.get(k), list))
+    parsed.items["messages"] = parsed.items.get("messages", 0) + count
+    found = messages.read(value)
+    parsed.messages += found.inbound
+    parsed.messages += found.statuses
+    for item_path in found.unreadable:
+        parsed.broken.append(Broken(f"{path}.{item_path}", "messages", "item cannot be read"))
+    errors = value.get("errors")
+    if not isinstance(errors, list):
+        return []
+    metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+    assert isinstance(metadata, dict)
+    events = []
+    for index, item in enumerate(errors):
+        if not isinstance(item, dict):
+            parsed.broken.append(Broken(f"{path}.errors[{index}]", "messages", "not an object"))
+            continue
+        detail = decode.messages_error(item, metadata)
+        key = _value_key(parsed, "messages", detail.phone_number_id, _epoch(entry_time), hour, item)
+        events.append(
+            _event(WebhookField.MESSAGES, "messages", waba_id, entry_time, item, key, detail)
+        )
+    return events
 
 
 def _user_preferences(
@@ -307,7 +354,7 @@ def _subject(detail: Detail, waba_id: str | None) -> tuple[SubjectKind | None, s
             return SubjectKind.PHONE_NUMBER, entity
         case AccountAlert() | BusinessCapabilityUpdate() | AccountReviewUpdate():
             return SubjectKind.WABA, waba_id
-        case UserPreference():
+        case UserPreference() | MessagesError():
             return SubjectKind.PHONE_NUMBER, detail.phone_number_id or detail.display_phone_number
     return None, None
 
@@ -331,6 +378,8 @@ def _kind(detail: Detail, value: dict[str, Any]) -> str:
             return detail.messaging_limit.value if detail.messaging_limit else "CAPABILITY"
         case UserPreference():
             return detail.value.value
+        case MessagesError():
+            return str(detail.code) if detail.code is not None else "error"
     event = value.get("event")
     if not isinstance(event, str):
         return ""

@@ -22,13 +22,14 @@ from sqlalchemy import Connection, bindparam, or_, select, update
 from waquality import metrics
 from waquality.alerting.book import Alerting
 from waquality.domain.enums import Source, SubjectKind
-from waquality.domain.events import Event
+from waquality.domain.events import Event, UserPreference
 from waquality.errors import StoreConflict, StoreUnavailable
 from waquality.process.interpret import interpret
 from waquality.process.parse import Broken, ParsedBody, parse_body
 from waquality.store import inbox, schema, watch
 from waquality.store.database import Database
 from waquality.store.state import StateWriter, TimedChange, join_phone
+from waquality.store.tracker import Preference, Tracker
 from waquality.store.watch import Reread
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class BatchResult:
     quarantined: int = 0
     history: int = 0
     notifications: int = 0
+    messages: int = 0  # message rows the tracker changed
     wabas_seen: dict[str, datetime] = field(default_factory=dict)
 
     def add(self, other: BatchResult) -> None:
@@ -62,6 +64,7 @@ class BatchResult:
         self.quarantined += other.quarantined
         self.history += other.history
         self.notifications += other.notifications
+        self.messages += other.messages
         for waba_id, at in other.wabas_seen.items():
             self.wabas_seen[waba_id] = max(at, self.wabas_seen.get(waba_id, at))
 
@@ -75,8 +78,10 @@ class Processor:
         clock: Clock = utcnow,
         reread_delay: timedelta = timedelta(seconds=30),
         alerting: Alerting | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         self.db, self.batch_size, self.clock = db, batch_size, clock
+        self.tracker = tracker
         self.reread_delay = reread_delay
         self.alerting = alerting or Alerting()
         self._joined: set[tuple[str, str]] = set()  # (phone id, display) already tied together
@@ -97,7 +102,9 @@ class Processor:
                 with self.db.write() as conn:
                     if prefetched is None:
                         rows = inbox.claim_pending(conn, self.batch_size)
-                        parsed = [(r.id, r.received_at, parse_body(r.body)) for r in rows]
+                        parsed = [
+                            (r.id, r.received_at, parse_body(r.body, r.received_at)) for r in rows
+                        ]
                         ids = [r.id for r in rows]
                         quiet = {r.id for r in rows if r.quiet}
                     else:
@@ -126,7 +133,7 @@ class Processor:
     def _prefetch(self) -> dict[int, tuple[datetime, ParsedBody, bool]]:
         with self.db.read() as conn:
             rows = inbox.peek_pending(conn, self.batch_size)
-        return {r.id: (r.received_at, parse_body(r.body), r.quiet) for r in rows}
+        return {r.id: (r.received_at, parse_body(r.body, r.received_at), r.quiet) for r in rows}
 
     def drain(self, limit: int | None = None) -> BatchResult:
         """Process until nothing is pending (or ``limit`` bodies were processed)."""
@@ -144,7 +151,7 @@ class Processor:
                 rows = inbox.claim_ids(conn, [raw_id])
                 return self._process(
                     conn,
-                    [(r.id, r.received_at, parse_body(r.body)) for r in rows],
+                    [(r.id, r.received_at, parse_body(r.body, r.received_at)) for r in rows],
                     {r.id for r in rows if r.quiet},
                 )
         except StoreUnavailable:
@@ -200,6 +207,18 @@ class Processor:
             if event.subject_kind in REREAD_KINDS and event.subject_id
         ]
         watch.request_rereads(self.db, conn, rereads, now + self.reread_delay)
+        if self.tracker is not None:
+            items = [item for _, _, body in parsed for item in body.messages]
+            preferences = [
+                Preference(
+                    event.detail.phone_number_id or event.detail.display_phone_number or "",
+                    at,
+                    event.detail.value,
+                )
+                for event, at, _ in new_events
+                if isinstance(event.detail, UserPreference)
+            ]
+            result.messages = self.tracker.apply(conn, items, now, preferences)
         result.wabas_seen = _wabas_seen(parsed)
         broken = [(raw_id, b) for raw_id, _, p in parsed for b in p.broken]
         _quarantine(conn, broken, now)

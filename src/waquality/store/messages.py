@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, select, update
 
-from waquality.domain.messages import Inbound, Row, Status, merge
+from waquality.domain.messages import Item, Row, merge
 from waquality.store import schema
 from waquality.store.database import Database
 
@@ -16,10 +16,20 @@ m = schema.messages
 _COLUMNS = [c.key for c in m.c if c.key not in ("wamid", "updated_at")]
 
 
-def record(db: Database, conn: Connection, items: Sequence[Inbound | Status], now: datetime) -> int:
+Change = tuple[Row | None, Row]  # a message's row before (None: new) and after
+
+
+def record(db: Database, conn: Connection, items: Sequence[Item], now: datetime) -> int:
     """Merge ``items`` into their messages' rows; returns how many rows changed."""
+    return len(merge_items(db, conn, items, now))
+
+
+def merge_items(
+    db: Database, conn: Connection, items: Sequence[Item], now: datetime
+) -> list[Change]:
+    """Merge ``items`` into their messages' rows; returns the rows that changed."""
     if not items:
-        return 0
+        return []
     wamids = sorted({item.wamid for item in items})
     query = select(m).where(m.c.wamid.in_(wamids)).order_by(m.c.wamid).with_for_update()
     before: dict[str, Row] = {row["wamid"]: dict(row) for row in conn.execute(query).mappings()}
@@ -32,6 +42,8 @@ def record(db: Database, conn: Connection, items: Sequence[Inbound | Status], no
         for wamid, row in after.items()
         if wamid in before and _full(row, now) != _full(before[wamid], now)
     ]
+    changes: list[Change] = [(None, row) for row in fresh]
+    changes += [(_full(before[row["wamid"]], now), row) for row in changed]
     if fresh:
         conn.execute(db.insert(m).on_conflict_do_nothing(index_elements=[m.c.wamid]), fresh)
     if changed:
@@ -44,7 +56,7 @@ def record(db: Database, conn: Connection, items: Sequence[Inbound | Status], no
                 for r in changed
             ],
         )
-    return len(fresh) + len(changed)
+    return changes
 
 
 def _full(row: Row, now: datetime) -> Row:

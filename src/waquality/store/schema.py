@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -388,7 +389,116 @@ messages = Table(
     Column("sender_kind", String(16), nullable=False, server_default="unknown"),
     Column("replies_to", String(256)),
     Column("updated_at", UTCDateTime, nullable=False),
+    # what the business logged (POST /api/v1/messages) or tagged in biz_opaque_callback_data
+    Column("logged_at", UTCDateTime),
+    Column("template", String(512)),
+    Column("journey", String(128)),
+    Column("step", String(128)),
+    Column("experiments", Json),  # [[experiment, arm], ...]
+    Column("origin", String(64)),  # conversation origin, where Meta sent it
+    Column("reply_id", String(256)),  # the tapped button's or list row's id
+    Column("body", Text),  # the text, unless message bodies are not kept
     Index("ix_messages_pair", "phone_number_id", "customer", "at"),
+    Index("ix_messages_at", "at"),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    # One (business number, customer) conversation: messages with less than the inactivity gap
+    # between them. Derived from messages; rebuilt when a late message changes it.
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("phone_number_id", String(64), nullable=False),
+    Column("customer", String(128), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("last_at", UTCDateTime, nullable=False),
+    Column("messages", Integer, nullable=False),
+    Column("by_customer", Boolean, nullable=False),
+    Column("customer_wrote", Boolean, nullable=False),
+    Column("answered", Boolean, nullable=False),
+    Column("first_response_seconds", Float),
+    Column("unanswered_runs", Integer, nullable=False),
+    Column("waiting_since", UTCDateTime),  # open: the customer's run waiting for a reply
+    Column("ended", Boolean, nullable=False),  # the gap has passed since its last message
+    Index("ix_conversations_pair", "phone_number_id", "customer", "started_at"),
+    Index(
+        "ix_conversations_open",
+        "last_at",
+        sqlite_where=text("ended = 0"),
+        postgresql_where=text("NOT ended"),
+    ),
+    Index("ix_conversations_started_at", "started_at"),
+)
+
+responses = Table(
+    "responses",
+    metadata,
+    # One business reply to a run of customer messages, written once.
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("phone_number_id", String(64), nullable=False),
+    Column("customer", String(128), nullable=False),
+    Column("asked_at", UTCDateTime, nullable=False),  # the run's first message: its bucket
+    Column("answered_at", UTCDateTime, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("sender_kind", String(16), nullable=False),
+    Column("first", Boolean, nullable=False),  # the conversation's first response
+    Index("ix_responses_pair", "phone_number_id", "customer", "asked_at"),
+    Index("ix_responses_asked_at", "asked_at"),
+)
+
+# Per-hour aggregates (hours of the configured time zone), kept after messages expire. ``*``
+# stands for "every number" or "every sender": a summary reads as many rows as it has hours.
+response_stats = Table(
+    "response_stats",
+    metadata,
+    Column("phone_number_id", String(64), primary_key=True),
+    Column("sender_kind", String(16), primary_key=True),
+    Column("bucket_start", UTCDateTime, primary_key=True),
+    Column("kind", String(8), primary_key=True),  # first, all
+    Column("count", BigInteger, nullable=False),
+    Column("total_seconds", Float, nullable=False),
+    Column("max_seconds", Float, nullable=False),
+    Column("bins", LargeBinary, nullable=False),  # a packed duration sketch
+)
+
+conversation_stats = Table(
+    "conversation_stats",
+    metadata,
+    Column("phone_number_id", String(64), primary_key=True),
+    Column("bucket_start", UTCDateTime, primary_key=True),  # the conversation's start
+    Column("conversations", BigInteger, nullable=False),
+    Column("by_customer", BigInteger, nullable=False),
+    Column("answered", BigInteger, nullable=False),
+    Column("unanswered", BigInteger, nullable=False),
+    Column("unanswered_runs", BigInteger, nullable=False),
+)
+
+delivery_stats = Table(
+    "delivery_stats",
+    metadata,
+    # Outbound messages by the hour of their send time; template "" when none is known.
+    Column("phone_number_id", String(64), primary_key=True),
+    Column("template", String(512), primary_key=True),
+    Column("bucket_start", UTCDateTime, primary_key=True),
+    Column("messages", BigInteger, nullable=False),
+    Column("sent", BigInteger, nullable=False),
+    Column("delivered", BigInteger, nullable=False),
+    Column("read", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False),
+    Column("refused", BigInteger, nullable=False),  # refused by the Graph API when sent
+    Column("inbound", BigInteger, nullable=False),
+    Column("opt_outs", BigInteger, nullable=False),
+    Column("resumes", BigInteger, nullable=False),
+)
+
+delivery_errors = Table(
+    "delivery_errors",
+    metadata,
+    Column("phone_number_id", String(64), primary_key=True),
+    Column("template", String(512), primary_key=True),
+    Column("bucket_start", UTCDateTime, primary_key=True),
+    Column("code", Integer, primary_key=True, autoincrement=False),
+    Column("count", BigInteger, nullable=False),
 )
 
 instance = Table(
