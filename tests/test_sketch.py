@@ -71,3 +71,18 @@ def test_bins_are_a_fixed_format() -> None:
         205,
         569,
     ]
+
+
+@settings(max_examples=150, derandomize=True, database=None)
+@given(st.lists(st.lists(durations, max_size=60), min_size=1, max_size=6))
+def test_stored_bins_merged_as_arrays_summarise_as_the_bins_do(parts: list[list[float]]) -> None:
+    """pack → merged (the read path) gives the summary of the merged histograms, exactly."""
+    stored = [sketch.pack(sketch.histogram(p)) for p in parts]
+    assert [sketch.unpack(b) for b in stored] == [sketch.histogram(p) for p in parts]
+    whole = [x for p in parts for x in p]
+    targets = {"1s": 1.0, "1m": 60.0, "tiny": 0.0001}
+    expected = sketch.summarise(
+        sketch.histogram(whole), sum(whole), max(whole, default=None), targets
+    )
+    found = sketch.merged(stored).summary(sum(whole), max(whole, default=None), targets)
+    assert found == expected

@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from waquality.alerting.signal_rules import SignalRuleConfig
 from waquality.domain.responses import parse_business_hours
 from waquality.errors import ConfigError
 
@@ -259,6 +260,12 @@ class Settings(BaseModel):
         default_factory=list,
         json_schema_extra={"config_file_only": True},
         description="`[[alert_rules]]` tables: your own alerts on webhook events (see Alerts).",
+    )
+    signal_rules: list[SignalRuleConfig] = Field(
+        default_factory=list,
+        json_schema_extra={"config_file_only": True},
+        description="`[[signal_rules]]` tables: alerts on response times and delivery signals "
+        "(see Alerts).",
     )
     alert_repeat_interval: Duration = Field(
         timedelta(hours=4), description="A firing alert is notified again after this long."

@@ -17,6 +17,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 RELATIVE_ERROR = 0.01
 GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
 _LOG_GAMMA = math.log(GAMMA)
@@ -119,3 +122,70 @@ def unpack(data: bytes) -> Counter[int]:
         if count:
             bins[low + offset] = count
     return bins
+
+
+@dataclass(frozen=True, slots=True)
+class Dense:
+    """Merged bins as one array (``counts[i]`` is bin ``low + i``): what a summary of many
+    stored rows is computed from, at array speed."""
+
+    zero: int
+    low: int
+    counts: npt.NDArray[np.int64]
+
+    @property
+    def total(self) -> int:
+        return self.zero + int(self.counts.sum())
+
+    def quantile(self, q: float) -> float | None:
+        total = self.total
+        if total == 0:
+            return None
+        rank = math.floor(q * (total - 1))
+        if rank < self.zero:
+            return 0.0
+        position = int(np.searchsorted(np.cumsum(self.counts), rank - self.zero, side="right"))
+        return value_of(self.low + position)
+
+    def share_within(self, seconds: float) -> float:
+        total = self.total
+        if total == 0:
+            return 0.0
+        limit = bin_of(seconds)
+        if limit == ZERO_BIN:
+            return self.zero / total
+        upto = min(max(limit - self.low + 1, 0), len(self.counts))
+        return (self.zero + int(self.counts[:upto].sum())) / total
+
+    def summary(
+        self, total_seconds: float, maximum: float | None, targets: Mapping[str, float]
+    ) -> Summary:
+        count = self.total
+        return Summary(
+            count=count,
+            mean=total_seconds / count if count else None,
+            p50=self.quantile(0.5),
+            p90=self.quantile(0.9),
+            p99=self.quantile(0.99),
+            max=maximum if count else None,
+            within={label: self.share_within(s) for label, s in targets.items()},
+        )
+
+
+def merged(packed: Iterable[bytes]) -> Dense:
+    """Add stored bins up (see :func:`pack`)."""
+    parts = []
+    zero = 0
+    for data in packed:
+        values = np.frombuffer(data, dtype="<i4")
+        zero += int(values[0])
+        if len(values) > 2:
+            parts.append((int(values[1]), values[2:]))
+    if not parts:
+        return Dense(zero, 0, np.zeros(0, dtype=np.int64))
+    low = min(start for start, _ in parts)
+    high = max(start + len(counts) for start, counts in parts)
+    total = np.zeros(high - low, dtype=np.int64)
+    for start, counts in parts:
+        total[start - low : start - low + len(counts)] += counts
+    return Dense(zero, low, total)

@@ -26,7 +26,7 @@ from waquality.domain.events import Event, UserPreference
 from waquality.errors import StoreConflict, StoreUnavailable
 from waquality.process.interpret import interpret
 from waquality.process.parse import Broken, ParsedBody, parse_body
-from waquality.store import inbox, schema, watch
+from waquality.store import inbox, privacy, schema, watch
 from waquality.store.database import Database
 from waquality.store.state import StateWriter, TimedChange, join_phone
 from waquality.store.tracker import Preference, Tracker
@@ -219,6 +219,8 @@ class Processor:
                 if isinstance(event.detail, UserPreference)
             ]
             result.messages = self.tracker.apply(conn, items, now, preferences)
+            customer = [raw_id for raw_id, _, body in parsed if body.has_customer_data]
+            privacy.redact_bodies(conn, customer, self.tracker.config)
         result.wabas_seen = _wabas_seen(parsed)
         broken = [(raw_id, b) for raw_id, _, p in parsed for b in p.broken]
         _quarantine(conn, broken, now)

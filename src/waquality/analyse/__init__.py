@@ -1,0 +1,1 @@
+"""Reading what is stored into answers: summaries, series and signals."""
