@@ -78,18 +78,53 @@ def messages_status(
     phone_id: str = PHONE_ID,
     wamid: str = "wamid.X",
     status: str = "delivered",
+    time: int = 1750030073,
+    recipient: str = "16505551234",
+    callback: str | None = None,
+    error: int | None = None,
+) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": wamid,
+        "status": status,
+        "timestamp": str(time),
+        "recipient_id": recipient,
+    }
+    if callback is not None:
+        item["biz_opaque_callback_data"] = callback
+    if error is not None:
+        item["errors"] = [{"code": error, "title": "failed", "message": "failed"}]
+    return entry(
+        "messages",
+        {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": display, "phone_number_id": phone_id},
+            "statuses": [item],
+        },
+    )
+
+
+def inbound_message(
+    wamid: str,
+    customer: str,
+    time: int,
+    text: str = "hello",
+    *,
+    display: str = DISPLAY,
+    phone_id: str = PHONE_ID,
 ) -> dict[str, Any]:
     return entry(
         "messages",
         {
             "messaging_product": "whatsapp",
             "metadata": {"display_phone_number": display, "phone_number_id": phone_id},
-            "statuses": [
+            "contacts": [{"profile": {"name": "Customer"}, "wa_id": customer}],
+            "messages": [
                 {
+                    "from": customer,
                     "id": wamid,
-                    "status": status,
-                    "timestamp": "1750030073",
-                    "recipient_id": "16505551234",
+                    "timestamp": str(time),
+                    "type": "text",
+                    "text": {"body": text},
                 }
             ],
         },

@@ -14,9 +14,8 @@ def test_the_documented_example() -> None:
     tags = Tags(
         SenderKind.AGENT, "order_support", "ask_address", (("split_question", "B"),), "order_update"
     )
-    assert (
-        encode(tags) == "wq1;s=agent;j=order_support;t=ask_address;x=split_question:B;m=order_update"
-    )
+    documented = "wq1;s=agent;j=order_support;t=ask_address;x=split_question:B;m=order_update"
+    assert encode(tags) == documented
     assert decode(encode(tags)) == tags
 
 

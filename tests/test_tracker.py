@@ -114,7 +114,7 @@ def test_a_reply_by_webhook_alone_is_a_first_response(db: Database) -> None:
         (p, s, k) for p in (PHONE, "*") for s in ("unknown", "*") for k in ("first", "all")
     }
     row = stats[("*", "*", "first")]
-    assert (row.count, row.total_seconds, row.max_seconds) == (1, 42.0, 42.0)
+    assert (row._mapping["count"], row.total_seconds, row.max_seconds) == (1, 42.0, 42.0)
     assert sketch.unpack(row.bins) == {sketch.bin_of(42.0): 1}
     assert row.bucket_start == T
     assert dict(counters) | {} == {
@@ -222,10 +222,10 @@ def test_delivery_counters_per_template_and_number(db: Database) -> None:
             for r in conn.execute(select(d).where(d.c.bucket_start == T))
         }
         errors = {
-            (r.phone_number_id, r.template, r.code): r.count
-            for r in conn.execute(select(schema.delivery_errors))
+            (r["phone_number_id"], r["template"], r["code"]): r["count"]
+            for r in conn.execute(select(schema.delivery_errors)).mappings()
         }
-    counted = ("messages", "sent", "delivered", "read", "failed", "refused", "opt_outs")
+    counted = ("outbound", "sent", "delivered", "read", "failed", "refused", "opt_outs")
     assert [rows[(PHONE, "spring_sale")][c] for c in counted] == [5, 4, 2, 1, 1, 1, 0]
     assert [rows[("*", "*")][c] for c in counted] == [5, 4, 2, 1, 1, 1, 1]
     assert errors[("*", "spring_sale", 131049)] == 1
@@ -333,7 +333,7 @@ def test_response_times_match_an_independent_count(db: Database) -> None:
             )
         ).all()
     assert found == sorted(expected)
-    assert sum(r.count for r in row) == len(expected)
+    assert sum(r._mapping["count"] for r in row) == len(expected)
     assert abs(sum(r.total_seconds for r in row) - sum(expected)) < 1e-6
     assert max(r.max_seconds for r in row) == max(expected)
 

@@ -27,7 +27,7 @@ from waquality.ingest.receiver import WebhookReceiver
 from waquality.ingest.rejections import Rejections
 from waquality.process.child import ProcessingChild, spawn_context
 from waquality.process.worker import Clock, utcnow
-from waquality.store import inbox, migrate
+from waquality.store import inbox, migrate, tracker
 from waquality.store.database import Database, WriteGate
 from waquality.store.retention import prune_customer_payloads
 
@@ -74,7 +74,10 @@ class Runtime:
             authorized=self.auth.check,
             on_refused=lambda reason: self.rejections.add(reason, self.clock()),
         )
-        return Application(receiver, create_api(self.db, self.auth, self._lifespan), self.auth)
+        api = create_api(
+            self.db, self.auth, self._lifespan, tracker.configured(self.db, self.settings)
+        )
+        return Application(receiver, api, self.auth)
 
     async def _watch_loop(self) -> None:
         """Tell the processing child when acknowledgements need the machine: the event loop

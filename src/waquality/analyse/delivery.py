@@ -72,7 +72,7 @@ def figures(counts: Counter[str], errors: Counter[int]) -> dict[str, Any]:
         **{k: counts[k] for k in DELIVERY_COUNTERS},
         "delivery_rate": rate(counts["delivered"], counts["sent"]),
         "read_rate": rate(counts["read"], counts["delivered"]),
-        "failure_rate": rate(counts["failed"] + counts["refused"], counts["messages"]),
+        "failure_rate": rate(counts["failed"] + counts["refused"], counts["outbound"]),
         "errors": [
             {
                 "code": code,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, false, func, select
@@ -32,14 +32,6 @@ class Query:
     bucket: Bucket = Bucket.DAY
     zone: str = "UTC"
     targets: dict[str, float] = field(default_factory=lambda: {"1m": 60.0, "5m": 300.0})
-
-
-def target_label(target: timedelta) -> str:
-    seconds = int(target.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def _hour_floor(moment: datetime, zone: str) -> datetime:

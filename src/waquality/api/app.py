@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from waquality import __version__
+from waquality.api import tracking
 from waquality.api.auth import Authenticator
 from waquality.api.routes import router
 from waquality.api.schemas import ErrorOut
@@ -24,6 +25,7 @@ from waquality.errors import ApiError, StoreUnavailable, Unauthorized
 from waquality.ingest.receiver import Receive, Scope, Send, WebhookReceiver
 from waquality.store import migrate
 from waquality.store.database import Database
+from waquality.store.tracker import Tracker
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
 TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required"  # noqa: S105
@@ -154,7 +156,12 @@ def _document(api: FastAPI) -> dict[str, Any]:
     return document
 
 
-def create_api(db: Database, auth: Authenticator, lifespan: Lifespan | None = None) -> FastAPI:
+def create_api(
+    db: Database,
+    auth: Authenticator,
+    lifespan: Lifespan | None = None,
+    tracker: Tracker | None = None,
+) -> FastAPI:
     def require_token(request: Request, _: BearerCredentials) -> None:
         if not auth.check(request.headers.get("authorization")):
             raise Unauthorized(TOKEN_REQUIRED)
@@ -174,8 +181,10 @@ def create_api(db: Database, auth: Authenticator, lifespan: Lifespan | None = No
         },
     )
     api.state.db = db
+    api.state.tracker = tracker
     secured = [Depends(require_token)]
     api.include_router(router, dependencies=secured)
+    api.include_router(tracking.router, dependencies=secured)
 
     @api.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:

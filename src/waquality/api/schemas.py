@@ -231,3 +231,134 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+# -- the conversation tracker ------------------------------------------------------------------
+
+Short = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL)]
+
+
+class SendError(BaseModel):
+    model_config = {"extra": "forbid", "strict": True}
+
+    code: int = Field(ge=0, lt=2**31, description="The Graph API's error code, e.g. 132015.")
+    title: str | None = Field(None, max_length=512, pattern=NO_NUL)
+
+
+class LoggedMessage(BaseModel):
+    """A message the business sent (or tried to send): what webhooks do not say."""
+
+    model_config = {"extra": "forbid", "strict": True}
+
+    id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        pattern=NO_NUL,
+        description="The wamid the Graph API returned. Optional for a refused send (error set): "
+        "one is made from the attempt, so logging it twice counts once.",
+    )
+    phone_number_id: str = Field(pattern=r"^[0-9]{1,32}$", description="The sending number.")
+    to: Short = Field(description="The recipient: wa_id or business-scoped user id.")
+    timestamp: str | int | float | None = Field(
+        None, description="When it was sent: ISO 8601 or Unix seconds; default: now."
+    )
+    type: str = Field("text", max_length=64, pattern=NO_NUL, description="text, template, ...")
+    template: str | None = Field(None, max_length=512, pattern=NO_NUL)
+    text: str | None = Field(
+        None, max_length=4096, pattern=NO_NUL, description="Kept only when message bodies are."
+    )
+    sender: str | None = Field(None, pattern="^(bot|agent|campaign)$")
+    journey: str | None = Field(None, max_length=128, pattern=NO_NUL)
+    step: str | None = Field(None, max_length=128, pattern=NO_NUL)
+    experiments: dict[Short, Short] = Field(
+        default_factory=dict, max_length=16, description="Experiment → arm."
+    )
+    error: SendError | None = Field(None, description="Set when the Graph API refused the send.")
+
+
+class LoggedBatch(BaseModel):
+    model_config = {"extra": "forbid", "strict": True}
+
+    messages: list[LoggedMessage] = Field(min_length=1, max_length=1000)
+
+
+class LoggedOut(BaseModel):
+    received: int
+    changed: int = Field(description="Messages whose record changed (a repeat changes nothing).")
+    ids: list[str] = Field(description="The id of each message, in order (made for refusals).")
+
+
+class DurationSummary(BaseModel):
+    count: int
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    max: float | None
+    within: dict[str, float] = Field(description="Target → share answered within it.")
+
+
+class ConversationCounts(BaseModel):
+    started: int
+    by_customer: int
+    answered: int
+    unanswered: int
+
+
+class ResponseTimePoint(BaseModel):
+    start: datetime
+    first_response: DurationSummary
+    all_responses: DurationSummary
+    unanswered: int
+    conversations: int
+
+
+class ResponseTimes(BaseModel):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    bucket: str
+    time_zone: str
+    relative_error: float = Field(description="Of the percentiles; the rest is exact.")
+    first_response: DurationSummary
+    all_responses: DurationSummary
+    unanswered: int = Field(description="Ended conversations the customer began, never answered.")
+    unanswered_runs: int = Field(description="Runs left unanswered in answered conversations.")
+    conversations: ConversationCounts
+    waiting: int = Field(description="Open conversations whose customer waits for a reply now.")
+    series: list[ResponseTimePoint]
+
+
+class ErrorCount(BaseModel):
+    code: int
+    count: int
+    quality: bool = Field(description="One of the quality-related codes.")
+    meaning: str | None
+
+
+class DeliveryFigures(BaseModel):
+    outbound: int = Field(description="Messages the business sent or tried to send.")
+    sent: int
+    delivered: int
+    read: int
+    failed: int
+    refused: int = Field(description="Sends the Graph API refused (logged with their error).")
+    inbound: int
+    opt_outs: int
+    resumes: int
+    delivery_rate: float | None
+    read_rate: float | None
+    failure_rate: float | None
+    errors: list[ErrorCount]
+
+
+class DeliveryPoint(DeliveryFigures):
+    start: datetime
+
+
+class Delivery(DeliveryFigures):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    bucket: str
+    time_zone: str
+    series: list[DeliveryPoint]

@@ -1,6 +1,6 @@
 """Delivery signals: what one stored message adds to the per-hour delivery counters. Pure.
 
-An outbound message counts in the hour of its send time: ``messages`` once; ``sent`` once it
+An outbound message counts in the hour of its send time: ``outbound`` once; ``sent`` once it
 left Meta's servers (or was delivered or read, whatever order the statuses came in),
 ``delivered`` once delivered or read, ``read`` once read, ``failed`` when it failed,
 ``refused`` when the Graph API refused to send it; its error code (the earliest failure's)
@@ -56,7 +56,7 @@ def contribution(row: Mapping[str, Any] | None) -> Contribution | None:
     sent = not refused and (delivered or row.get("sent_at") is not None)
     failed = status is MessageStatus.FAILED and not refused
     counts = Counter(
-        messages=1,
+        outbound=1,
         sent=int(sent),
         delivered=int(delivered),
         read=int(read),

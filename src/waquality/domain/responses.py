@@ -204,3 +204,12 @@ def bucket_start(moment: datetime, bucket: Bucket, zone: str = "UTC") -> datetim
         midnight -= timedelta(days=local.weekday())
     # a wall-clock midnight: re-attach the zone so its offset is the one of that day
     return midnight.replace(tzinfo=None).replace(tzinfo=ZoneInfo(zone))
+
+
+def duration_label(duration: timedelta) -> str:
+    """``90s``, ``5m``, ``1h``, ``2d``: the largest whole unit."""
+    seconds = int(duration.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

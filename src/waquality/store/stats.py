@@ -40,7 +40,7 @@ CONVERSATION_COUNTERS = (
     "unanswered_runs",
 )
 DELIVERY_COUNTERS = (
-    "messages",
+    "outbound",
     "sent",
     "delivered",
     "read",

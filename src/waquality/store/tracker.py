@@ -22,7 +22,7 @@ from waquality.config import Settings
 from waquality.domain import delivery, privacy
 from waquality.domain.enums import PreferenceValue, SenderKind
 from waquality.domain.messages import Inbound, Item, Outbound, Row, Status
-from waquality.domain.responses import parse_business_hours
+from waquality.domain.responses import duration_label, parse_business_hours
 from waquality.store import conversations, messages, stats
 from waquality.store.conversations import Pair, Rules
 from waquality.store.database import Database
@@ -38,6 +38,8 @@ class TrackerConfig:
     zone: str = "UTC"  # hours, days and weeks of the aggregates
     customer_key: bytes | None = None  # set: customer ids are stored as keyed hashes
     keep_bodies: bool = True  # False: message text is never stored
+    # response-time targets reported by summaries: label → seconds
+    targets: tuple[tuple[str, float], ...] = (("1m", 60.0), ("5m", 300.0), ("1h", 3600.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ def tracker_config(settings: Settings) -> TrackerConfig:
         zone=settings.time_zone,
         customer_key=key.get_secret_value().encode() if key is not None else None,
         keep_bodies=settings.message_bodies,
+        targets=tuple((duration_label(t), t.total_seconds()) for t in settings.response_targets),
     )
 
 

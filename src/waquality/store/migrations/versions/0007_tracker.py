@@ -81,7 +81,7 @@ def upgrade() -> None:
         sa.Column("phone_number_id", sa.String(length=64), nullable=False),
         sa.Column("template", sa.String(length=512), nullable=False),
         sa.Column("bucket_start", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("messages", sa.BigInteger(), nullable=False),
+        sa.Column("outbound", sa.BigInteger(), nullable=False),
         sa.Column("sent", sa.BigInteger(), nullable=False),
         sa.Column("delivered", sa.BigInteger(), nullable=False),
         sa.Column("read", sa.BigInteger(), nullable=False),
