@@ -468,5 +468,8 @@ def _run(action: Any) -> Any:
         return action()
 
 
+# The tracker's commands live in a module of their own; importing it adds them to ``main``.
+from waquality import cli_tracker  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

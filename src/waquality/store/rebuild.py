@@ -51,6 +51,11 @@ class Rebuilt:
     since: datetime | None = None
 
 
+def count_messages(db: Database) -> int:
+    with db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(m)).scalar_one())
+
+
 def rebuild(
     db: Database,
     config: TrackerConfig,
