@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, false, select, tuple_, update
+from sqlalchemy import Connection, and_, delete, false, or_, select, update
 
 from waquality.domain.enums import MessageStatus, SenderKind
 from waquality.domain.responses import (
@@ -29,12 +29,13 @@ from waquality.domain.responses import (
     track,
 )
 from waquality.store import schema
-from waquality.store.stats import CHUNK, Deltas
+from waquality.store.stats import Deltas
 
 Pair = tuple[str, str]  # phone number id, customer
 c, r, m = schema.conversations, schema.responses, schema.messages
 _FAILED = MessageStatus.FAILED.value
 END_BATCH = 1000  # conversations ended per transaction
+PAIRS_PER_QUERY = 200  # pairs whose rows one statement reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +128,15 @@ def count_response(deltas: Deltas, row: Mapping[str, Any], sign: int) -> None:
     )
 
 
-def _in_pairs(columns: Sequence[Any], pairs: Sequence[Pair]) -> Any:
-    return tuple_(*columns).in_(pairs)
+def _pairs_from(table: Any, column: Any, bounds: Mapping[Pair, datetime]) -> Any:
+    """Rows of these pairs from their bound on, as one condition per pair: both databases
+    then search the pair index once per pair (a row-value IN list may make SQLite scan)."""
+    return or_(
+        *(
+            and_(table.c.phone_number_id == phone, table.c.customer == customer, column >= bound)
+            for (phone, customer), bound in bounds.items()
+        )
+    )
 
 
 def recompute(
@@ -141,8 +149,9 @@ def recompute(
     """Bring the conversations and responses of ``touched`` pairs up to date; each pair maps
     to the earliest time at which one of its messages changed."""
     pairs = sorted(touched)
-    for start in range(0, len(pairs), CHUNK):
-        _recompute(conn, {p: touched[p] for p in pairs[start : start + CHUNK]}, now, rules, deltas)
+    for start in range(0, len(pairs), PAIRS_PER_QUERY):
+        chunk = pairs[start : start + PAIRS_PER_QUERY]
+        _recompute(conn, {p: touched[p] for p in chunk}, now, rules, deltas)
 
 
 def _recompute(
@@ -153,51 +162,30 @@ def _recompute(
     deltas: Deltas,
 ) -> None:
     pairs = list(touched)
-    earliest = min(touched.values())
     # Conversations a change at t can belong to, or follow: those that end within the gap
     # before t, and every later one.
     old: dict[Pair, list[dict[str, Any]]] = {p: [] for p in pairs}
+    reach = {pair: at - rules.gap for pair, at in touched.items()}
     query = (
         select(c)
-        .where(
-            _in_pairs((c.c.phone_number_id, c.c.customer), pairs),
-            c.c.last_at >= earliest - rules.gap,
-        )
+        .where(_pairs_from(c, c.c.last_at, reach))
         .order_by(c.c.id)
         .with_for_update()  # against end_idle, which skips what is locked
     )
     for found in conn.execute(query).mappings():
-        pair = (found["phone_number_id"], found["customer"])
-        if found["last_at"] >= touched[pair] - rules.gap:
-            old[pair].append(dict(found))
+        old[(found["phone_number_id"], found["customer"])].append(dict(found))
     since = {p: min([touched[p], *(row["started_at"] for row in old[p])]) for p in pairs}
-    lowest = min(since.values())
     messages: dict[Pair, list[Message]] = {p: [] for p in pairs}
     query_m = select(
         m.c.phone_number_id, m.c.customer, m.c.at, m.c.inbound, m.c.sender_kind, m.c.status
-    ).where(
-        _in_pairs((m.c.phone_number_id, m.c.customer), pairs),
-        m.c.at >= lowest,
-    )
+    ).where(_pairs_from(m, m.c.at, since))
     for phone, customer, at, inbound, sender, status in conn.execute(query_m):
-        pair = (phone, customer)
-        if at >= since[pair]:
-            messages[pair].append(
-                Message(
-                    at,
-                    bool(inbound),
-                    SenderKind.parse(sender) or SenderKind.UNKNOWN,
-                    status == _FAILED,
-                )
-            )
+        kind = SenderKind.parse(sender) or SenderKind.UNKNOWN
+        messages[(phone, customer)].append(Message(at, bool(inbound), kind, status == _FAILED))
     stored: dict[Pair, list[dict[str, Any]]] = {p: [] for p in pairs}
-    query_r = select(r).where(
-        _in_pairs((r.c.phone_number_id, r.c.customer), pairs), r.c.asked_at >= lowest
-    )
+    query_r = select(r).where(_pairs_from(r, r.c.asked_at, since))
     for found in conn.execute(query_r).mappings():
-        pair = (found["phone_number_id"], found["customer"])
-        if found["asked_at"] >= since[pair]:
-            stored[pair].append(dict(found))
+        stored[(found["phone_number_id"], found["customer"])].append(dict(found))
     stale_conversations: list[int] = []
     stale_responses: list[int] = []
     new_conversations: list[dict[str, Any]] = []

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, true, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, true, update
 
 from waquality.domain import sketch
 from waquality.domain.responses import Bucket, bucket_start
@@ -25,7 +25,8 @@ from waquality.store.database import Database
 
 ALL = "*"  # the rollup: every number, sender or template
 HOUR = timedelta(hours=1)
-CHUNK = 400  # keys per statement
+CHUNK = 400  # rows per statement
+KEYS_PER_QUERY = 200  # rows one statement looks up by key
 
 ResponseKey = tuple[str, str, datetime, str]  # phone number, sender kind, hour, first/all
 CounterKey = tuple[str, datetime]  # phone number, hour
@@ -182,9 +183,13 @@ def _merge_sketches(
     rs = schema.response_stats
     columns = (rs.c.phone_number_id, rs.c.sender_kind, rs.c.bucket_start, rs.c.kind)
     existing: dict[ResponseKey, Any] = {}
-    for start in range(0, len(keys), CHUNK):
-        chunk = keys[start : start + CHUNK]
-        query = select(rs).where(tuple_(*columns).in_(chunk)).order_by(*columns).with_for_update()
+    for start in range(0, len(keys), KEYS_PER_QUERY):
+        chunk = keys[start : start + KEYS_PER_QUERY]
+        # one condition per key: both databases then search the primary key for each
+        found_keys = or_(
+            *(and_(*(col == v for col, v in zip(columns, k, strict=True))) for k in chunk)
+        )
+        query = select(rs).where(found_keys).order_by(*columns).with_for_update()
         for found in conn.execute(query):
             key = (found.phone_number_id, found.sender_kind, found.bucket_start, found.kind)
             existing[key] = found
