@@ -27,10 +27,6 @@ from waquality.store import conversations, messages, stats
 from waquality.store.conversations import Pair, Rules
 from waquality.store.database import Database
 
-_LOCK_PAIRS = text(
-    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class TrackerConfig:
@@ -190,4 +186,7 @@ def lock_pairs(conn: Connection, pairs: Iterable[Pair | None]) -> None:
         }
     )
     if keys:
-        conn.execute(_LOCK_PAIRS, {"keys": keys})
+        conn.execute(
+            text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) k"),
+            {"keys": keys},
+        )
