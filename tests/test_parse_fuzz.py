@@ -36,6 +36,7 @@ from waquality.process.parse import ParsedBody, parse_body
 from waquality.process.worker import Processor
 from waquality.store import inbox, schema
 from waquality.store.database import Database
+from waquality.store.tracker import Tracker
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 OBJECT = "whatsapp_business_account"
@@ -574,7 +575,7 @@ def _process(db: Database, bodies: list[bytes]) -> list[int]:
         before = conn.execute(select(func.coalesce(func.max(raw.c.id), 0))).scalar_one()
     with db.write(priority=True) as conn:
         inbox.insert_bodies(conn, [inbox.Body(body, NOW) for body in bodies])
-    Processor(db, clock=lambda: NOW).drain()  # never raises
+    Processor(db, clock=lambda: NOW, tracker=Tracker(db)).drain()  # never raises
     with db.read() as conn:
         rows = conn.execute(select(raw).where(raw.c.id > before).order_by(raw.c.id)).all()
     assert [bytes(r.body) for r in rows] == bodies  # every body kept, byte for byte

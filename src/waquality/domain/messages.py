@@ -127,10 +127,10 @@ def _codes(errors: Any) -> tuple[int, ...]:
     codes = []
     for error in _list(errors):
         code = error.get("code") if isinstance(error, dict) else None
-        if isinstance(code, int) and not isinstance(code, bool):
+        if isinstance(code, str) and code.isascii() and code.isdigit() and len(code) < 11:
+            code = int(code)
+        if isinstance(code, int) and not isinstance(code, bool) and 0 <= code < 2**31:
             codes.append(code)
-        elif isinstance(code, str) and code.isascii() and code.isdigit():
-            codes.append(int(code))
     return tuple(codes)
 
 
@@ -280,6 +280,6 @@ def _tagged(new: Row, found: tags.Tags, *, logged: bool) -> None:
     named = (("journey", found.journey), ("step", found.step), ("template", found.template))
     for key, value in named:
         if value and (logged or not new.get(key)):
-            new[key] = value
+            new[key] = value[: 512 if key == "template" else 128]
     if found.experiments and (logged or not new.get("experiments")):
         new["experiments"] = [list(pair) for pair in found.experiments]
