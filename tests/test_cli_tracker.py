@@ -95,3 +95,13 @@ def test_tag_prints_the_callback_value(database_url: str) -> None:
 )
 def test_durations_read_well(value: float | None, text: str) -> None:
     assert seconds(value) == text
+
+
+def test_erase_one_customer(db: Database, database_url: str) -> None:
+    seed(db)
+    env = cli_env(database_url)
+    out = ok(["customers", "erase", "16505559001"], env)
+    assert out.startswith("erased: 2 messages, 1 conversations, 1 responses")
+    again = run(["customers", "erase", "16505559001"], env)
+    assert again.exit_code == 1 and "no data of this customer" in again.output
+    assert "16505559001" not in again.output

@@ -240,3 +240,35 @@ def tag(
         click.echo(encode(tags))
     except TagError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.group()
+def customers() -> None:
+    """One customer's data."""
+
+
+@customers.command("erase")
+@click.argument("customer_id")
+def customers_erase(customer_id: str) -> None:
+    """Erase one customer's data on request: messages, conversations, responses, their items in
+    stored payloads and their id in opt-out events (the hourly figures stay).
+
+    CUSTOMER_ID is a wa_id (digits, or a phone number as written), a business-scoped user id,
+    or a stored hash (h:...).
+    """
+    from waquality.store.privacy import erase_customer
+    from waquality.store.tracker import tracker_config
+
+    settings = _settings()
+    with _runtime(settings) as runtime:
+        erased = _run(
+            lambda: erase_customer(
+                runtime.db, customer_id, tracker_config(settings), datetime.now(UTC)
+            )
+        )
+    if not erased.found:
+        raise click.ClickException("no data of this customer")
+    click.echo(
+        f"erased: {erased.messages} messages, {erased.conversations} conversations, "
+        f"{erased.responses} responses, {erased.payloads} payloads, {erased.events} events"
+    )

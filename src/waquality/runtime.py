@@ -29,7 +29,7 @@ from waquality.process.child import ProcessingChild, spawn_context
 from waquality.process.worker import Clock, utcnow
 from waquality.store import inbox, migrate, tracker
 from waquality.store.database import Database, WriteGate
-from waquality.store.retention import prune_customer_payloads
+from waquality.store.retention import prune_customer_data
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL = 3600.0
@@ -75,7 +75,11 @@ class Runtime:
             on_refused=lambda reason: self.rejections.add(reason, self.clock()),
         )
         api = create_api(
-            self.db, self.auth, self._lifespan, tracker.configured(self.db, self.settings)
+            self.db,
+            self.auth,
+            self._lifespan,
+            tracker.configured(self.db, self.settings),
+            self.settings,
         )
         return Application(receiver, api, self.auth)
 
@@ -158,11 +162,11 @@ class Runtime:
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + HOUSEKEEPING_INTERVAL
                     now = self.clock()
-                    pruned = prune_customer_payloads(
+                    pruned = prune_customer_data(
                         self.db, now, self.settings.customer_data_retention
                     )
-                    if pruned:
-                        log.info("retention: %d customer payloads deleted or redacted", pruned)
+                    if pruned.total:
+                        log.info("retention: %s deleted or redacted", pruned)
                     rejections.prune(self.db, now - REJECTIONS_KEPT)
             except StoreUnavailable as exc:
                 log.warning("housekeeping skipped: %s", exc)

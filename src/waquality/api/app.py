@@ -17,15 +17,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from waquality import __version__
-from waquality.api import tracking
+from waquality.api import customers, tracking
 from waquality.api.auth import Authenticator
 from waquality.api.routes import router
 from waquality.api.schemas import ErrorOut
+from waquality.config import Settings
 from waquality.errors import ApiError, StoreUnavailable, Unauthorized
 from waquality.ingest.receiver import Receive, Scope, Send, WebhookReceiver
 from waquality.store import migrate
 from waquality.store.database import Database
-from waquality.store.tracker import Tracker
+from waquality.store.tracker import Tracker, TrackerConfig, tracker_config
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
 TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required"  # noqa: S105
@@ -161,6 +162,7 @@ def create_api(
     auth: Authenticator,
     lifespan: Lifespan | None = None,
     tracker: Tracker | None = None,
+    settings: Settings | None = None,
 ) -> FastAPI:
     def require_token(request: Request, _: BearerCredentials) -> None:
         if not auth.check(request.headers.get("authorization")):
@@ -182,9 +184,16 @@ def create_api(
     )
     api.state.db = db
     api.state.tracker = tracker
+    # the privacy settings, for erasure even when tracking is off
+    api.state.tracker_config = (
+        tracker_config(settings)
+        if settings is not None
+        else (tracker.config if tracker is not None else TrackerConfig())
+    )
     secured = [Depends(require_token)]
     api.include_router(router, dependencies=secured)
     api.include_router(tracking.router, dependencies=secured)
+    api.include_router(customers.router, dependencies=secured)
 
     @api.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from waquality.domain import tags
+from waquality.domain import privacy, tags
 from waquality.domain.enums import MessageStatus, SenderKind
 from waquality.domain.values import as_id, as_text, normalise_display_number, parse_timestamp
 
@@ -113,7 +113,7 @@ def _contacts(value: Any) -> dict[str, str]:
     for contact in _list(value):
         if not isinstance(contact, dict):
             continue
-        wa_id = normalise_display_number(contact.get("wa_id"))
+        wa_id = _customer(contact.get("wa_id"))
         user_id = as_text(contact.get("user_id"), 128)
         key = wa_id or user_id
         if key:
@@ -121,6 +121,14 @@ def _contacts(value: Any) -> dict[str, str]:
                 if name:
                     keys[name] = key
     return keys
+
+
+def _customer(value: Any) -> str | None:
+    """A phone-style customer id (``wa_id``, ``from``, ``recipient_id``) as its digits; a
+    pseudonym (from a redacted payload) as it is."""
+    if isinstance(value, str) and privacy.is_pseudonym(value):
+        return value
+    return normalise_display_number(value)
 
 
 def _codes(errors: Any) -> tuple[int, ...]:
@@ -139,7 +147,7 @@ def _inbound(item: Any, phone: str | None, contacts: dict[str, str]) -> Inbound 
         return None
     wamid = as_text(item.get("id"), 256)
     at = parse_timestamp(item.get("timestamp"))
-    sender = normalise_display_number(item.get("from")) or as_text(item.get("from_user_id"), 128)
+    sender = _customer(item.get("from")) or as_text(item.get("from_user_id"), 128)
     if not wamid or at is None or not sender:
         return None
     kind = as_text(item.get("type"), 64) or "unknown"
@@ -184,9 +192,7 @@ def _status(item: Any, phone: str | None) -> Status | None:
     conversation = _obj(item, "conversation")
     origin = _obj(conversation, "origin")
     category = as_text(pricing.get("category"), 64)
-    recipient = normalise_display_number(item.get("recipient_id")) or as_text(
-        item.get("recipient_user_id"), 128
-    )
+    recipient = _customer(item.get("recipient_id")) or as_text(item.get("recipient_user_id"), 128)
     return Status(
         wamid=wamid,
         phone_number_id=phone,

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from waquality.domain import messages
+from waquality.domain import messages, privacy
 from waquality.domain.enums import AlertEntityType, SubjectKind, WebhookField
 from waquality.domain.events import (
     AccountAlert,
@@ -86,10 +86,14 @@ def dedupe_key(*parts: Any) -> str:
     return hashlib.sha256(canonical_json(list(parts))).hexdigest()
 
 
-def parse_body(body: bytes, received_at: datetime | None = None) -> ParsedBody:
+def parse_body(
+    body: bytes, received_at: datetime | None = None, customer_key: bytes | None = None
+) -> ParsedBody:
     """Everything in one stored body. ``received_at`` tells apart value-level errors of the
     ``messages`` field, which carry no time of their own: the same error in another hour is
-    another event."""
+    another event. With ``customer_key`` (customer ids stored as keyed hashes), an opt-out is
+    recognised as the same whether its payload names the customer or their hash (a redacted
+    body processed again)."""
     parsed = ParsedBody()
     try:
         document = _load(parsed, body)
@@ -115,7 +119,7 @@ def parse_body(body: bytes, received_at: datetime | None = None) -> ParsedBody:
     seen: set[str] = set()
     hour = int(received_at.timestamp()) // 3600 if received_at else None
     for e_index, entry in enumerate(entries):
-        _parse_entry(parsed, seen, f"entry[{e_index}]", entry, hour)
+        _parse_entry(parsed, seen, f"entry[{e_index}]", entry, hour, customer_key)
     return parsed
 
 
@@ -149,7 +153,12 @@ def _mark_lone_surrogate(match: re.Match[bytes]) -> bytes:
 
 
 def _parse_entry(
-    parsed: ParsedBody, seen: set[str], path: str, entry: Any, hour: int | None
+    parsed: ParsedBody,
+    seen: set[str],
+    path: str,
+    entry: Any,
+    hour: int | None,
+    customer_key: bytes | None,
 ) -> None:
     if not isinstance(entry, dict):
         parsed.broken.append(Broken(path, None, "entry item is not an object"))
@@ -177,7 +186,9 @@ def _parse_entry(
             if WebhookField(field_name) is WebhookField.MESSAGES:
                 events = _messages(parsed, change_path, waba_id, entry_time, value, hour)
             else:
-                events = _decode_change(parsed, field_name, waba_id, entry_time, value)
+                events = _decode_change(
+                    parsed, field_name, waba_id, entry_time, value, customer_key
+                )
         except PayloadError as exc:
             parsed.broken.append(Broken(change_path, _storable(field_name), str(exc)))
             continue
@@ -198,6 +209,7 @@ def _decode_change(
     waba_id: str | None,
     entry_time: datetime | None,
     value: dict[str, Any],
+    customer_key: bytes | None = None,
 ) -> list[Event]:
     known = WebhookField(field_name)
     if known in CUSTOMER_FIELDS:
@@ -205,7 +217,7 @@ def _decode_change(
         if waba_id:
             parsed.wabas.add(waba_id)
         _note_join(parsed, waba_id, value)
-        return _user_preferences(parsed, waba_id, value)
+        return _user_preferences(parsed, waba_id, value, customer_key)
     parsed.has_management_data = True
     decoder = decode.DECODERS.get(known)
     detail: Detail = decoder(value) if decoder else UnmodelledChange()
@@ -256,7 +268,7 @@ def _messages(
 
 
 def _user_preferences(
-    parsed: ParsedBody, waba_id: str | None, value: dict[str, Any]
+    parsed: ParsedBody, waba_id: str | None, value: dict[str, Any], customer_key: bytes | None
 ) -> list[Event]:
     items = value.get("user_preferences")
     if not isinstance(items, list):
@@ -270,7 +282,8 @@ def _user_preferences(
             raise PayloadError("user_preferences item is not an object")
         detail = decode.user_preference(item, metadata)
         occurred = decode.timestamp(item.get("timestamp"))
-        key = _value_key(parsed, "user_preferences", detail.phone_number_id, item)
+        keyed = privacy.pseudonymise_preference(item, customer_key) if customer_key else None
+        key = _value_key(parsed, "user_preferences", detail.phone_number_id, keyed or item)
         events.append(
             _event(
                 WebhookField.USER_PREFERENCES,

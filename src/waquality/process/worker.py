@@ -82,6 +82,7 @@ class Processor:
     ) -> None:
         self.db, self.batch_size, self.clock = db, batch_size, clock
         self.tracker = tracker
+        self._customer_key = tracker.config.customer_key if tracker is not None else None
         self.reread_delay = reread_delay
         self.alerting = alerting or Alerting()
         self._joined: set[tuple[str, str]] = set()  # (phone id, display) already tied together
@@ -103,7 +104,12 @@ class Processor:
                     if prefetched is None:
                         rows = inbox.claim_pending(conn, self.batch_size)
                         parsed = [
-                            (r.id, r.received_at, parse_body(r.body, r.received_at)) for r in rows
+                            (
+                                r.id,
+                                r.received_at,
+                                parse_body(r.body, r.received_at, self._customer_key),
+                            )
+                            for r in rows
                         ]
                         ids = [r.id for r in rows]
                         quiet = {r.id for r in rows if r.quiet}
@@ -133,7 +139,10 @@ class Processor:
     def _prefetch(self) -> dict[int, tuple[datetime, ParsedBody, bool]]:
         with self.db.read() as conn:
             rows = inbox.peek_pending(conn, self.batch_size)
-        return {r.id: (r.received_at, parse_body(r.body, r.received_at), r.quiet) for r in rows}
+        return {
+            r.id: (r.received_at, parse_body(r.body, r.received_at, self._customer_key), r.quiet)
+            for r in rows
+        }
 
     def drain(self, limit: int | None = None) -> BatchResult:
         """Process until nothing is pending (or ``limit`` bodies were processed)."""
@@ -151,7 +160,10 @@ class Processor:
                 rows = inbox.claim_ids(conn, [raw_id])
                 return self._process(
                     conn,
-                    [(r.id, r.received_at, parse_body(r.body, r.received_at)) for r in rows],
+                    [
+                        (r.id, r.received_at, parse_body(r.body, r.received_at, self._customer_key))
+                        for r in rows
+                    ],
                     {r.id for r in rows if r.quiet},
                 )
         except StoreUnavailable:
