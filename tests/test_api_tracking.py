@@ -187,3 +187,40 @@ def test_the_endpoints_need_the_token(server: LiveServer) -> None:
     assert server.client.get("/api/v1/response-times").status_code == 401
     assert server.client.get("/api/v1/delivery").status_code == 401
     assert server.client.post("/api/v1/messages", json={}).status_code == 401
+
+
+def test_a_customers_messages_and_conversations(server: LiveServer) -> None:
+    tagged = encode(Tags(SenderKind.BOT, "order_support", "ask_size", (("wording", "B"),)))
+    bodies = [
+        envelope(inbound_message("wamid.m1", "16505550707", T, "Where is my order?")),
+        envelope(
+            messages_status(
+                wamid="wamid.m2",
+                status="sent",
+                time=T + 3,
+                recipient="16505550707",
+                callback=tagged,
+            )
+        ),
+        envelope(inbound_message("wamid.m3", "16505550808", T + 1)),  # someone else
+    ]
+    for body in bodies:
+        assert server.post_webhook(body).status_code == 200
+    server.wait_processed()
+    found = server.api("/api/v1/messages", customer="16505550707")["items"]
+    assert [m["wamid"] for m in found] == ["wamid.m1", "wamid.m2"]  # time order
+    assert found[0]["inbound"] and found[0]["body"] == "Where is my order?"
+    assert (found[1]["sender_kind"], found[1]["journey"], found[1]["step"]) == (
+        "bot",
+        "order_support",
+        "ask_size",
+    )
+    assert found[1]["experiments"] == [["wording", "B"]]
+    page = server.api("/api/v1/messages", limit=1)
+    assert len(page["items"]) == 1 and page["next"]
+    rest = server.api("/api/v1/messages", limit=10, cursor=page["next"])["items"]
+    assert [m["wamid"] for m in page["items"] + rest] == ["wamid.m1", "wamid.m3", "wamid.m2"]
+    [conversation] = server.api("/api/v1/conversations", customer="16505550707")["items"]
+    assert conversation["first_response_seconds"] == 3.0 and conversation["messages"] == 2
+    waiting = server.api("/api/v1/conversations", unanswered="true")["items"]
+    assert [c["customer"] for c in waiting] == ["16505550808"]

@@ -362,3 +362,44 @@ class Delivery(DeliveryFigures):
     bucket: str
     time_zone: str
     series: list[DeliveryPoint]
+
+
+class ConversationOut(BaseModel):
+    id: int
+    phone_number_id: str
+    customer: str = Field(description="wa_id or user id; its keyed hash when ids are hashed.")
+    started_at: datetime
+    last_at: datetime
+    messages: int
+    by_customer: bool = Field(description="The customer wrote first.")
+    customer_wrote: bool
+    answered: bool
+    first_response_seconds: float | None
+    unanswered_runs: int
+    waiting_since: datetime | None = Field(description="Open: the customer waits since then.")
+    ended: bool = Field(description="The inactivity gap has passed since its last message.")
+
+
+class MessageOut(BaseModel):
+    wamid: str
+    phone_number_id: str | None
+    customer: str | None
+    inbound: bool
+    kind: str | None = Field(description="text, interactive:button_reply, template, refused...")
+    at: datetime = Field(description="Received (inbound) or sent (outbound).")
+    status: str | None = Field(description="Outbound: sent, delivered, read, played, failed.")
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    read_at: datetime | None
+    failed_at: datetime | None
+    error_code: int | None
+    category: str | None = Field(description="Pricing category.")
+    origin: str | None
+    sender_kind: str = Field(description="bot, agent, campaign or unknown.")
+    replies_to: str | None = Field(description="The wamid it answers (context).")
+    reply_id: str | None = Field(description="The tapped button's or list row's id.")
+    template: str | None
+    journey: str | None
+    step: str | None
+    experiments: list[list[str]] | None = Field(description="[experiment, arm] pairs.")
+    body: str | None = Field(description="Its text, when message bodies are kept.")

@@ -10,15 +10,27 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from waquality.analyse import delivery, response_times
-from waquality.api.params import Text, TimeParam, parse_time
+from waquality.api.params import Cursor, Limit, Text, TimeParam, parse_time
 from waquality.api.routes import Db, utcnow
+from waquality.api.schemas import (
+    NO_NUL,
+    ConversationOut,
+    ErrorOut,
+    ListPage,
+    LoggedBatch,
+    LoggedMessage,
+    LoggedOut,
+    MessageOut,
+    ResponseTimes,
+)
 from waquality.api.schemas import Delivery as DeliveryOut
-from waquality.api.schemas import ErrorOut, LoggedBatch, LoggedMessage, LoggedOut, ResponseTimes
 from waquality.domain.enums import SenderKind
 from waquality.domain.messages import Outbound
+from waquality.domain.privacy import pseudonym
 from waquality.domain.responses import Bucket
 from waquality.domain.tags import Tags
 from waquality.errors import BadRequest, Conflict
+from waquality.store import queries
 from waquality.store.tracker import Tracker
 
 router = APIRouter(prefix="/api/v1")
@@ -28,6 +40,10 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 BucketParam = Annotated[Bucket, Query(description="Series step: hour, day or week.")]
 PhoneParam = Annotated[str | None, Query(pattern=r"^[0-9]{1,32}$")]
+CustomerParam = Annotated[
+    str | None,
+    Query(min_length=1, max_length=128, pattern=NO_NUL, description="wa_id or user id."),
+]
 SenderParam = Annotated[
     str | None,
     Query(pattern="^(bot|agent|campaign|unknown)$", description="Only replies of this sender."),
@@ -110,6 +126,70 @@ def _window(start: str | None, end: str | None) -> tuple[datetime, datetime]:
 def _zone(request: Request) -> str:
     tracker = _tracker(request)
     return tracker.config.zone if tracker is not None else "UTC"
+
+
+def _customer(request: Request, customer: str | None) -> str | None:
+    """The customer as stored (their keyed hash when ids are hashed)."""
+    config = request.app.state.tracker_config
+    return pseudonym(customer, config.customer_key) if customer else None
+
+
+@router.get(
+    "/conversations",
+    response_model=ListPage[ConversationOut],
+    summary="Conversations, latest first (a number's, a customer's, the unanswered ones)",
+)
+def list_conversations(
+    db: Db,
+    request: Request,
+    phone_number_id: PhoneParam = None,
+    customer: CustomerParam = None,
+    since: TimeParam = None,
+    until: TimeParam = None,
+    unanswered: Annotated[bool | None, Query(description="Only (un)answered ones.")] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    with db.read() as conn:
+        page = queries.conversations(
+            conn,
+            phone_number_id=phone_number_id,
+            customer=_customer(request, customer),
+            since=parse_time(since, "since"),
+            until=parse_time(until, "until"),
+            unanswered=unanswered,
+            limit=limit,
+            cursor=cursor,
+        )
+    return {"items": page.items, "next": page.next}
+
+
+@router.get(
+    "/messages",
+    response_model=ListPage[MessageOut],
+    summary="Messages in time order, with their tags, context and reply ids",
+)
+def list_messages(
+    db: Db,
+    request: Request,
+    phone_number_id: PhoneParam = None,
+    customer: CustomerParam = None,
+    since: TimeParam = None,
+    until: TimeParam = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    with db.read() as conn:
+        page = queries.messages(
+            conn,
+            phone_number_id=phone_number_id,
+            customer=_customer(request, customer),
+            since=parse_time(since, "since"),
+            until=parse_time(until, "until"),
+            limit=limit,
+            cursor=cursor,
+        )
+    return {"items": page.items, "next": page.next}
 
 
 @router.get(

@@ -224,3 +224,52 @@ def raw_body(conn: Connection, raw_id: int) -> bytes | None:
     r = schema.raw_webhooks
     value = conn.execute(select(r.c.body).where(r.c.id == raw_id)).scalar()
     return bytes(value) if value is not None else None
+
+
+def conversations(
+    conn: Connection,
+    *,
+    phone_number_id: str | None,
+    customer: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    unanswered: bool | None,
+    limit: int,
+    cursor: str | None,
+) -> Page:
+    """Conversations, latest start first."""
+    c = schema.conversations
+    query = _equal(select(c), (c.c.phone_number_id, phone_number_id), (c.c.customer, customer))
+    if since:
+        query = query.where(c.c.started_at >= since)
+    if until:
+        query = query.where(c.c.started_at < until)
+    if unanswered is not None:
+        left = and_(c.c.customer_wrote.is_(True), c.c.answered.is_(False))
+        query = query.where(left if unanswered else ~left)
+    keys = [SortKey(c.c.started_at, descending=True), SortKey(c.c.id, descending=True)]
+    return paginate(conn, query, keys, limit, cursor)
+
+
+def messages(
+    conn: Connection,
+    *,
+    phone_number_id: str | None,
+    customer: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> Page:
+    """Messages in time order (a customer's whole exchange, when both are given)."""
+    m = schema.messages
+    query = _equal(
+        select(m).where(m.c.at.is_not(None)),
+        (m.c.phone_number_id, phone_number_id),
+        (m.c.customer, customer),
+    )
+    if since:
+        query = query.where(m.c.at >= since)
+    if until:
+        query = query.where(m.c.at < until)
+    return paginate(conn, query, [SortKey(m.c.at), SortKey(m.c.wamid)], limit, cursor)
