@@ -468,8 +468,9 @@ def _run(action: Any) -> Any:
         return action()
 
 
-# The tracker's commands live in a module of their own; importing it adds them to ``main``.
-from waquality import cli_tracker  # noqa: E402, F401
+# The tracker's and the simulator's commands live in modules of their own; importing them adds
+# them to ``main``.
+from waquality import cli_demo, cli_tracker  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

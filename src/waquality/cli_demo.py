@@ -1,0 +1,3 @@
+"""The simulator's commands: demo, simulate, replay."""
+
+from __future__ import annotations
