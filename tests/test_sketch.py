@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -86,3 +87,18 @@ def test_stored_bins_merged_as_arrays_summarise_as_the_bins_do(parts: list[list[
     )
     found = sketch.merged(stored).summary(sum(whole), max(whole, default=None), targets)
     assert found == expected
+
+
+@settings(max_examples=100, derandomize=True, database=None)
+@given(st.lists(st.lists(st.lists(durations, max_size=30), max_size=4), min_size=1, max_size=6))
+def test_many_summaries_at_once_equal_one_at_a_time(groups: list[list[list[float]]]) -> None:
+    """The matrix way (every series of a report at once) gives each group's own summary."""
+    targets = {"1s": 1.0, "1m": 60.0, "tiny": 0.0001, "huge": 1e9}
+    stored = [[sketch.pack(sketch.histogram(part)) for part in group] for group in groups]
+    totals = [sum(x for part in group for x in part) for group in groups]
+    maxima = [max((x for part in group for x in part), default=None) for group in groups]
+    expected = [
+        dataclasses.asdict(sketch.merged(rows).summary(total, largest, targets))
+        for rows, total, largest in zip(stored, totals, maxima, strict=True)
+    ]
+    assert sketch.summaries(stored, totals, maxima, targets) == expected

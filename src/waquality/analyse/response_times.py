@@ -7,7 +7,7 @@ means and maxima are exact. Times are in seconds.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -51,34 +51,37 @@ def summary(conn: Connection, q: Query) -> dict[str, Any]:
         rs.c.bucket_start >= since,
         rs.c.bucket_start < q.end,
     )
+    series_of = _SeriesOf(q.bucket, q.zone)
     # (series start or None for the whole range, kind) → bins, sum, max
     groups: dict[tuple[datetime | None, str], _Group] = {}
     for start, kind, count, total, largest, bins in conn.execute(query):
         if not count:
             continue
-        series = bucket_start(start, q.bucket, q.zone)
-        for key in ((series, kind), (None, kind)):
-            groups.setdefault(key, _Group()).add(bins, total, largest)
+        for key in ((series_of(start), kind), (None, kind)):
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group()
+            group.add(bins, total, largest)
     counters: dict[datetime | None, Counter[str]] = {}
     query_c = select(cs).where(
         cs.c.phone_number_id == phone, cs.c.bucket_start >= since, cs.c.bucket_start < q.end
     )
     for row in conn.execute(query_c).mappings():
-        series = bucket_start(row["bucket_start"], q.bucket, q.zone)
         values = {k: int(row[k]) for k in CONVERSATION_COUNTERS}
-        for moment in (series, None):
+        for moment in (series_of(row["bucket_start"]), None):
             counters.setdefault(moment, Counter()).update(values)
     starts = sorted(
         {k for k, _ in groups if k is not None} | {k for k in counters if k is not None}
     )
     whole = counters.get(None, Counter())
+    summarised = _summarised(groups, [None, *starts], q.targets)
     return {
         "from": q.start,
         "to": q.end,
         "bucket": q.bucket.value,
         "time_zone": q.zone,
         "relative_error": sketch.RELATIVE_ERROR,
-        **_summaries(groups, None, q.targets),
+        **summarised[None],
         "unanswered": whole["unanswered"],
         "unanswered_runs": whole["unanswered_runs"],
         "conversations": _conversations(whole),
@@ -86,7 +89,7 @@ def summary(conn: Connection, q: Query) -> dict[str, Any]:
         "series": [
             {
                 "start": start,
-                **_summaries(groups, start, q.targets),
+                **summarised[start],
                 "unanswered": counters.get(start, Counter())["unanswered"],
                 "conversations": counters.get(start, Counter())["conversations"],
             }
@@ -107,17 +110,37 @@ class _Group:
         self.largest = max(self.largest, largest)
 
 
-def _summaries(
+class _SeriesOf:
+    """The series bucket of an hour row (remembered: a report has a few hundred hours)."""
+
+    def __init__(self, bucket: Bucket, zone: str) -> None:
+        self.bucket, self.zone = bucket, zone
+        self.known: dict[datetime, datetime] = {}
+
+    def __call__(self, hour: datetime) -> datetime:
+        if self.bucket is Bucket.HOUR:
+            return hour  # the rows are hours of this zone already
+        found = self.known.get(hour)
+        if found is None:
+            found = self.known[hour] = bucket_start(hour, self.bucket, self.zone)
+        return found
+
+
+def _summarised(
     groups: dict[tuple[datetime | None, str], _Group],
-    start: datetime | None,
+    starts: list[datetime | None],
     targets: dict[str, float],
-) -> dict[str, Any]:
-    found = {}
-    for kind, name in KINDS.items():
-        group = groups.get((start, kind)) or _Group()
-        merged = sketch.merged(group.bins)
-        found[name] = asdict(merged.summary(group.total, group.largest, targets))
-    return found
+) -> dict[datetime | None, dict[str, Any]]:
+    """Both kinds' summaries for every series start, computed all at once."""
+    keys = [(start, kind) for start in starts for kind in KINDS]
+    chosen = [groups.get(key) or _Group() for key in keys]
+    found = sketch.summaries(
+        [g.bins for g in chosen], [g.total for g in chosen], [g.largest for g in chosen], targets
+    )
+    result: dict[datetime | None, dict[str, Any]] = {start: {} for start in starts}
+    for (start, kind), summary in zip(keys, found, strict=True):
+        result[start][KINDS[kind]] = summary
+    return result
 
 
 def _conversations(counts: Counter[str]) -> dict[str, int]:

@@ -10,7 +10,6 @@ counts once. An inbound message counts in ``inbound``. A status that changes not
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,12 +32,29 @@ QUALITY_CODES: dict[int, str] = {
 NO_TEMPLATE = ""  # the template key of a message whose template is not known
 
 
+# The counters, in the order contributions list them.
+COUNTERS = (
+    "outbound",
+    "sent",
+    "delivered",
+    "read",
+    "failed",
+    "refused",
+    "inbound",
+    "opt_outs",
+    "resumes",
+)
+INBOUND = (0, 0, 0, 0, 0, 0, 1, 0, 0)
+OPT_OUT = (0, 0, 0, 0, 0, 0, 0, 1, 0)
+RESUME = (0, 0, 0, 0, 0, 0, 0, 0, 1)
+
+
 @dataclass(frozen=True, slots=True)
 class Contribution:
     phone_number_id: str
     template: str
     at: datetime
-    counts: Counter[str]
+    counts: tuple[int, ...]  # in the order of COUNTERS
     error_code: int | None
 
 
@@ -48,21 +64,14 @@ def contribution(row: Mapping[str, Any] | None) -> Contribution | None:
         return None
     phone = row.get("phone_number_id") or ""
     if row["inbound"]:
-        return Contribution(phone, NO_TEMPLATE, row["at"], Counter(inbound=1), None)
+        return Contribution(phone, NO_TEMPLATE, row["at"], INBOUND, None)
     status = MessageStatus.parse(row.get("status")) or MessageStatus.UNKNOWN
     read = row.get("read_at") is not None or status in (MessageStatus.READ, MessageStatus.PLAYED)
     delivered = read or row.get("delivered_at") is not None or status is MessageStatus.DELIVERED
     refused = row.get("kind") == REFUSED
     sent = not refused and (delivered or row.get("sent_at") is not None)
     failed = status is MessageStatus.FAILED and not refused
-    counts = Counter(
-        outbound=1,
-        sent=int(sent),
-        delivered=int(delivered),
-        read=int(read),
-        failed=int(failed),
-        refused=int(refused),
-    )
+    counts = (1, int(sent), int(delivered), int(read), int(failed), int(refused), 0, 0, 0)
     code = row.get("error_code") if (failed or refused) else None
     return Contribution(phone, row.get("template") or NO_TEMPLATE, row["at"], counts, code)
 

@@ -10,13 +10,12 @@ passed; :func:`end_idle` marks those that ended without a new message.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, false, or_, select, update
+from sqlalchemy import Connection, String, and_, bindparam, delete, false, select, update
 
 from waquality.domain.enums import MessageStatus, SenderKind
 from waquality.domain.responses import (
@@ -29,9 +28,11 @@ from waquality.domain.responses import (
     track,
 )
 from waquality.store import schema
+from waquality.store.keys import KeyTable
 from waquality.store.stats import Deltas
 
 Pair = tuple[str, str]  # phone number id, customer
+Touch = tuple[datetime, Message | None]  # see recompute
 c, r, m = schema.conversations, schema.responses, schema.messages
 _FAILED = MessageStatus.FAILED.value
 END_BATCH = 1000  # conversations ended per transaction
@@ -76,23 +77,22 @@ def conversation_row(pair: Pair, conversation: Conversation, first: float | None
     }
 
 
-def contribution(row: Mapping[str, Any]) -> Counter[str]:
-    """What a stored conversation adds to its hour's counters."""
+def contribution(row: Mapping[str, Any]) -> tuple[int, ...]:
+    """What a stored conversation adds to its hour's counters (``CONVERSATION_COUNTERS``:
+    conversations, by customer, answered, unanswered, unanswered runs)."""
     ended, answered = bool(row["ended"]), bool(row["answered"])
-    return Counter(
-        conversations=1,
-        by_customer=int(bool(row["by_customer"])),
-        answered=int(answered),
-        unanswered=int(ended and bool(row["customer_wrote"]) and not answered),
-        unanswered_runs=int(row["unanswered_runs"]) if ended else 0,
+    return (
+        1,
+        int(bool(row["by_customer"])),
+        int(answered),
+        int(ended and bool(row["customer_wrote"]) and not answered),
+        int(row["unanswered_runs"]) if ended else 0,
     )
 
 
 def count_conversation(deltas: Deltas, row: Mapping[str, Any], sign: int) -> None:
     counts = contribution(row)
-    deltas.conversation(
-        row["phone_number_id"], row["started_at"], {k: sign * v for k, v in counts.items()}
-    )
+    deltas.conversation(row["phone_number_id"], row["started_at"], [sign * v for v in counts])
 
 
 def _response_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -128,83 +128,176 @@ def count_response(deltas: Deltas, row: Mapping[str, Any], sign: int) -> None:
     )
 
 
-def _pairs_from(table: Any, column: Any, bounds: Mapping[Pair, datetime]) -> Any:
-    """Rows of these pairs from their bound on, as one condition per pair: both databases
-    then search the pair index once per pair (a row-value IN list may make SQLite scan)."""
-    return or_(
-        *(
-            and_(table.c.phone_number_id == phone, table.c.customer == customer, column >= bound)
-            for (phone, customer), bound in bounds.items()
-        )
-    )
-
-
 def recompute(
     conn: Connection,
-    touched: Mapping[Pair, datetime],
+    touched: Mapping[Pair, Sequence[Touch]],
     now: datetime,
     rules: Rules,
     deltas: Deltas,
 ) -> None:
-    """Bring the conversations and responses of ``touched`` pairs up to date; each pair maps
-    to the earliest time at which one of its messages changed."""
+    """Bring the conversations and responses of the ``touched`` pairs up to date. Each pair
+    maps to what changed among its messages: the earliest time the change concerns, and the
+    message when it is new (``None`` when a stored message moved, failed or changed sender).
+    New messages later than everything stored extend the pair's last conversation directly;
+    anything else has the pair computed again from its stored messages."""
     pairs = sorted(touched)
     for start in range(0, len(pairs), PAIRS_PER_QUERY):
-        chunk = pairs[start : start + PAIRS_PER_QUERY]
-        _recompute(conn, {p: touched[p] for p in chunk}, now, rules, deltas)
+        chunk = {p: touched[p] for p in pairs[start : start + PAIRS_PER_QUERY]}
+        _recompute(conn, chunk, now, rules, deltas)
 
 
 def _recompute(
     conn: Connection,
-    touched: Mapping[Pair, datetime],
+    touched: Mapping[Pair, Sequence[Touch]],
     now: datetime,
     rules: Rules,
     deltas: Deltas,
 ) -> None:
-    pairs = list(touched)
+    writes = _Writes()
+    earliest = {pair: _earliest(items) for pair, items in touched.items()}
     # Conversations a change at t can belong to, or follow: those that end within the gap
     # before t, and every later one.
-    old: dict[Pair, list[dict[str, Any]]] = {p: [] for p in pairs}
-    reach = {pair: at - rules.gap for pair, at in touched.items()}
-    query = (
-        select(c)
-        .where(_pairs_from(c, c.c.last_at, reach))
-        .order_by(c.c.id)
-        .with_for_update()  # against end_idle, which skips what is locked
-    )
-    for found in conn.execute(query).mappings():
+    old: dict[Pair, list[dict[str, Any]]] = {p: [] for p in touched}
+    reach = [(*pair, at - rules.gap) for pair, at in earliest.items()]
+    for found in conn.execute(*_query(conn, "conversations", reach)).mappings():
         old[(found["phone_number_id"], found["customer"])].append(dict(found))
-    since = {p: min([touched[p], *(row["started_at"] for row in old[p])]) for p in pairs}
-    messages: dict[Pair, list[Message]] = {p: [] for p in pairs}
-    query_m = select(
-        m.c.phone_number_id, m.c.customer, m.c.at, m.c.inbound, m.c.sender_kind, m.c.status
-    ).where(_pairs_from(m, m.c.at, since))
-    for phone, customer, at, inbound, sender, status in conn.execute(query_m):
+    slow: dict[Pair, datetime] = {}
+    for pair, items in touched.items():
+        if not _extend(pair, old[pair], items, now, rules, deltas, writes):
+            slow[pair] = min([earliest[pair], *(row["started_at"] for row in old[pair])])
+    if slow:
+        _recompute_from_messages(conn, slow, old, now, rules, deltas, writes)
+    writes.apply(conn)
+
+
+def _earliest(items: Sequence[Touch]) -> datetime:
+    return min(at for at, _ in items)
+
+
+def _extend(
+    pair: Pair,
+    old: list[dict[str, Any]],
+    items: Sequence[Touch],
+    now: datetime,
+    rules: Rules,
+    deltas: Deltas,
+    writes: _Writes,
+) -> bool:
+    """The fast path: new messages later than everything stored extend the pair's last
+    conversation (or start one) exactly as :func:`track` would; ``False`` when they do not
+    qualify and the pair must be computed from its messages."""
+    if any(message is None for _, message in items):
+        return False
+    messages = sorted(
+        (message for _, message in items if message is not None),
+        key=lambda message: (message.at, not message.inbound),
+    )
+    last = max(old, key=lambda row: row["started_at"]) if old else None
+    if last is not None and (messages[0].at <= last["last_at"] or last["ended"]):
+        return False
+    current = dict(last) if last is not None else None
+    changed: list[dict[str, Any]] = []
+    for message in messages:
+        if current is None or message.at - current["last_at"] > rules.gap:
+            if current is not None:
+                _ended(current)
+                changed.append(current)
+            current = _opened(pair, message)
+        current["last_at"] = message.at
+        current["messages"] += 1
+        if message.inbound:
+            current["customer_wrote"] = True
+            current["waiting_since"] = current["waiting_since"] or message.at
+        elif current["waiting_since"] is not None and rules.counts(message.sender):
+            asked = current["waiting_since"]
+            seconds = (
+                rules.hours.seconds_between(asked, message.at)
+                if rules.hours is not None
+                else (message.at - asked).total_seconds()
+            )
+            first = not current["answered"]
+            response = Response(asked, message.at, seconds, message.sender, first)
+            writes.new_responses.append(_response_row(pair, response))
+            count_response(deltas, writes.new_responses[-1], 1)
+            if first:
+                current["first_response_seconds"] = seconds
+            current["answered"], current["waiting_since"] = True, None
+    assert current is not None
+    if now - current["last_at"] > rules.gap:
+        _ended(current)
+    changed.append(current)
+    for row in changed:
+        before = last if last is not None and row.get("id") == last["id"] else None
+        if before is not None:
+            writes.changed_conversations.append((before["id"], _without_id(row)))
+            count_conversation(deltas, before, -1)
+        else:
+            writes.new_conversations.append(_without_id(row))
+        count_conversation(deltas, row, 1)
+    return True
+
+
+def _opened(pair: Pair, message: Message) -> dict[str, Any]:
+    return {
+        "phone_number_id": pair[0],
+        "customer": pair[1],
+        "started_at": message.at,
+        "last_at": message.at,
+        "messages": 0,
+        "by_customer": message.inbound,
+        "customer_wrote": False,
+        "answered": False,
+        "first_response_seconds": None,
+        "unanswered_runs": 0,
+        "waiting_since": None,
+        "ended": False,
+    }
+
+
+def _ended(row: dict[str, Any]) -> None:
+    """A conversation is over: a run still waiting in an answered one is left unanswered."""
+    if row["waiting_since"] is not None and row["answered"]:
+        row["unanswered_runs"] += 1
+    row["ended"], row["waiting_since"] = True, None
+
+
+def _without_id(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "id"}
+
+
+def _recompute_from_messages(
+    conn: Connection,
+    since: Mapping[Pair, datetime],
+    old: Mapping[Pair, list[dict[str, Any]]],
+    now: datetime,
+    rules: Rules,
+    deltas: Deltas,
+    writes: _Writes,
+) -> None:
+    bounds = [(*pair, at) for pair, at in since.items()]
+    messages: dict[Pair, list[Message]] = {p: [] for p in since}
+    for phone, customer, at, inbound, sender, status in conn.execute(
+        *_query(conn, "messages", bounds)
+    ):
         kind = SenderKind.parse(sender) or SenderKind.UNKNOWN
         messages[(phone, customer)].append(Message(at, bool(inbound), kind, status == _FAILED))
-    stored: dict[Pair, list[dict[str, Any]]] = {p: [] for p in pairs}
-    query_r = select(r).where(_pairs_from(r, r.c.asked_at, since))
-    for found in conn.execute(query_r).mappings():
+    stored: dict[Pair, list[dict[str, Any]]] = {p: [] for p in since}
+    for found in conn.execute(*_query(conn, "responses", bounds)).mappings():
         stored[(found["phone_number_id"], found["customer"])].append(dict(found))
-    stale_conversations: list[int] = []
-    stale_responses: list[int] = []
-    new_conversations: list[dict[str, Any]] = []
-    new_responses: list[dict[str, Any]] = []
-    changed_conversations: list[tuple[int, dict[str, Any]]] = []
-    for pair in pairs:
+    for pair in since:
         fresh_conversations, fresh_responses = rows_of(pair, rules.outcome(messages[pair], now))
         was = {row["started_at"]: row for row in old[pair]}
         for row in fresh_conversations:
             before = was.pop(row["started_at"], None)
             if before is None:
-                new_conversations.append(row)
+                writes.new_conversations.append(row)
                 count_conversation(deltas, row, 1)
             elif any(before[k] != v for k, v in row.items()):
-                changed_conversations.append((before["id"], row))
+                writes.changed_conversations.append((before["id"], row))
                 count_conversation(deltas, before, -1)
                 count_conversation(deltas, row, 1)
         for before in was.values():
-            stale_conversations.append(before["id"])
+            writes.stale_conversations.append(before["id"])
             count_conversation(deltas, before, -1)
         unmatched: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         for row in stored[pair]:
@@ -214,20 +307,71 @@ def _recompute(
             if same:
                 same.pop()  # already stored
                 continue
-            new_responses.append(row)
+            writes.new_responses.append(row)
             count_response(deltas, row, 1)
         for rows in unmatched.values():
             for row in rows:
-                stale_responses.append(row["id"])
+                writes.stale_responses.append(row["id"])
                 count_response(deltas, row, -1)
-    _write(
-        conn,
-        stale_conversations,
-        changed_conversations,
-        new_conversations,
-        stale_responses,
-        new_responses,
-    )
+
+
+_KEYS = (String(), String(), schema.UTCDateTime())
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _query(conn: Connection, name: str, bounds: list[tuple[str, str, datetime]]) -> tuple[Any, Any]:
+    """A statement (built once per database kind) and its parameters: the rows of ``name``
+    for each (number, customer) from its bound on."""
+    dialect = conn.dialect.name
+    keys = KeyTable(dialect, _KEYS)
+    statement = _STATEMENTS.get((dialect, name))
+    if statement is None:
+        phone, customer, bound = keys.columns
+        if name == "conversations":
+            on = and_(c.c.phone_number_id == phone, c.c.customer == customer, c.c.last_at >= bound)
+            # locked against end_idle, which skips what is locked
+            statement = select(c).select_from(keys.table).join(c, on).with_for_update(of=c)
+        elif name == "messages":
+            on = and_(m.c.phone_number_id == phone, m.c.customer == customer, m.c.at >= bound)
+            columns = (m.c.phone_number_id, m.c.customer, m.c.at, m.c.inbound, m.c.sender_kind)
+            statement = select(*columns, m.c.status).select_from(keys.table).join(m, on)
+        else:
+            on = and_(r.c.phone_number_id == phone, r.c.customer == customer, r.c.asked_at >= bound)
+            statement = select(r).select_from(keys.table).join(r, on)
+        _STATEMENTS[(dialect, name)] = statement
+    return statement, keys.params(bounds)
+
+
+@dataclass(slots=True)
+class _Writes:
+    """What a batch changes in conversations and responses, written at the end."""
+
+    stale_conversations: list[int] = field(default_factory=list)
+    changed_conversations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    new_conversations: list[dict[str, Any]] = field(default_factory=list)
+    stale_responses: list[int] = field(default_factory=list)
+    new_responses: list[dict[str, Any]] = field(default_factory=list)
+
+    def apply(self, conn: Connection) -> None:
+        if self.stale_conversations:
+            conn.execute(delete(c).where(c.c.id.in_(self.stale_conversations)))
+        if self.changed_conversations:
+            columns = [k for k in self.changed_conversations[0][1] if k != "id"]
+            conn.execute(
+                update(c)
+                .where(c.c.id == bindparam("_id"))
+                .values({k: bindparam(f"_{k}") for k in columns}),
+                [
+                    {"_id": row_id, **{f"_{k}": row[k] for k in columns}}
+                    for row_id, row in self.changed_conversations
+                ],
+            )
+        if self.new_conversations:
+            conn.execute(c.insert(), self.new_conversations)
+        if self.stale_responses:
+            conn.execute(delete(r).where(r.c.id.in_(self.stale_responses)))
+        if self.new_responses:
+            conn.execute(r.insert(), self.new_responses)
 
 
 def rows_of(pair: Pair, outcome: Outcome) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -246,26 +390,6 @@ def _first_seconds(conversation: Conversation, responses: Sequence[Response]) ->
         if response.first and conversation.started_at <= response.asked_at <= conversation.last_at:
             return response.seconds
     return None
-
-
-def _write(
-    conn: Connection,
-    stale_conversations: list[int],
-    changed_conversations: list[tuple[int, dict[str, Any]]],
-    new_conversations: list[dict[str, Any]],
-    stale_responses: list[int],
-    new_responses: list[dict[str, Any]],
-) -> None:
-    if stale_conversations:
-        conn.execute(delete(c).where(c.c.id.in_(stale_conversations)))
-    for row_id, row in changed_conversations:
-        conn.execute(update(c).where(c.c.id == row_id).values(**row))
-    if new_conversations:
-        conn.execute(c.insert(), new_conversations)
-    if stale_responses:
-        conn.execute(delete(r).where(r.c.id.in_(stale_responses)))
-    if new_responses:
-        conn.execute(r.insert(), new_responses)
 
 
 def end_idle(

@@ -26,7 +26,8 @@ from waquality.store.tracker import TrackerConfig
 
 m, e = schema.messages, schema.events
 PAGE = 20_000  # messages read at a time
-FLUSH = 200_000  # messages between two writes of the aggregates
+PROGRESS_STEP = 100_000  # messages between two progress reports
+INSERT_BATCH = 10_000  # rows per insert
 _COLUMNS = (
     m.c.phone_number_id,
     m.c.customer,
@@ -71,6 +72,9 @@ def rebuild(
         conn.execute(delete(schema.conversations))
         conn.execute(delete(schema.responses))
         stats.reset_since(conn, result.since)
+        # The figures are written once, at the end: read in pair order, every hour comes back
+        # again and again, and a figure row is best written once.
+        buffered = _Buffered(conn)
         pending = 0
         for pair, rows in _pairs(conn):
             pending += len(rows)
@@ -84,22 +88,44 @@ def rebuild(
                     conversations.count_conversation(deltas, conversation, 1)
                 for response in responses_:
                     conversations.count_response(deltas, response, 1)
-                _insert(conn, schema.conversations, conversations_)
-                _insert(conn, schema.responses, responses_)
+                buffered.add(conversations_, responses_)
                 result.conversations += len(conversations_)
                 result.responses += len(responses_)
-            if pending >= FLUSH:
-                stats.write(db, conn, deltas)
-                deltas = stats.Deltas(zone=config.zone)
+            if pending >= PROGRESS_STEP:
                 if progress is not None:
                     progress(pending)
                 pending = 0
+        buffered.flush()
         if result.since is not None:
             _preferences(conn, deltas, result.since)
         stats.write(db, conn, deltas)
         if progress is not None and pending:
             progress(pending)
     return result
+
+
+class _Buffered:
+    """Conversation and response rows, inserted many at a time."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.conversations: list[dict[str, Any]] = []
+        self.responses: list[dict[str, Any]] = []
+
+    def add(self, conversations_: list[dict[str, Any]], responses_: list[dict[str, Any]]) -> None:
+        self.conversations += conversations_
+        self.responses += responses_
+        if len(self.conversations) + len(self.responses) >= INSERT_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        for table, rows in (
+            (schema.conversations, self.conversations),
+            (schema.responses, self.responses),
+        ):
+            if rows:
+                self.conn.execute(table.insert(), rows)
+                rows.clear()
 
 
 def _pairs(conn: Connection) -> Iterator[tuple[tuple[str, str] | None, list[Any]]]:
@@ -149,17 +175,8 @@ def _delivered(deltas: stats.Deltas, row: Any) -> None:
     found = delivery.contribution(row._mapping)
     if found is not None:
         deltas.deliveries(
-            found.phone_number_id,
-            found.template,
-            found.at,
-            found.counts,
-            {found.error_code: 1} if found.error_code is not None else None,
+            found.phone_number_id, found.template, found.at, found.counts, found.error_code
         )
-
-
-def _insert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(table.insert(), rows)
 
 
 def _preferences(conn: Connection, deltas: stats.Deltas, since: datetime) -> None:
@@ -168,6 +185,6 @@ def _preferences(conn: Connection, deltas: stats.Deltas, since: datetime) -> Non
     )
     for phone, at, kind in conn.execute(query):
         value = PreferenceValue.parse(kind)
-        if value in (PreferenceValue.STOP, PreferenceValue.RESUME):
-            counter = "opt_outs" if value is PreferenceValue.STOP else "resumes"
-            deltas.deliveries(phone or "", stats.ALL, at, {counter: 1})
+        counts = {PreferenceValue.STOP: delivery.OPT_OUT, PreferenceValue.RESUME: delivery.RESUME}
+        if value in counts:
+            deltas.deliveries(phone or "", stats.ALL, at, counts[value])

@@ -11,17 +11,18 @@ read, merged and written back (rows locked in key order, so concurrent writers n
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, true, update
+from sqlalchemy import Connection, String, and_, bindparam, func, select, true, update
 
-from waquality.domain import sketch
+from waquality.domain import delivery, sketch
 from waquality.domain.responses import Bucket, bucket_start
 from waquality.store import schema
 from waquality.store.database import Database
+from waquality.store.keys import KeyTable
 
 ALL = "*"  # the rollup: every number, sender or template
 HOUR = timedelta(hours=1)
@@ -40,17 +41,7 @@ CONVERSATION_COUNTERS = (
     "unanswered",
     "unanswered_runs",
 )
-DELIVERY_COUNTERS = (
-    "outbound",
-    "sent",
-    "delivered",
-    "read",
-    "failed",
-    "refused",
-    "inbound",
-    "opt_outs",
-    "resumes",
-)
+DELIVERY_COUNTERS = delivery.COUNTERS
 
 
 @dataclass(slots=True)
@@ -73,62 +64,128 @@ class Durations:
         else:
             self.retracted = max(self.retracted, seconds)
 
+    def merge(self, other: Durations) -> None:
+        self.bins.update(other.bins)
+        self.count += other.count
+        self.total += other.total
+        self.largest = max(self.largest, other.largest)
+        self.retracted = max(self.retracted, other.retracted)
+
 
 @dataclass(slots=True)
 class Deltas:
-    """What one transaction changes in the aggregates."""
+    """What one transaction changes in the aggregates, by number, sender or template and hour;
+    :func:`write` adds each change to the ``*`` rows too."""
 
     zone: str = "UTC"
-    responses: dict[ResponseKey, Durations] = field(default_factory=dict)
-    conversations: dict[CounterKey, Counter[str]] = field(default_factory=dict)
-    delivery: dict[DeliveryKey, Counter[str]] = field(default_factory=dict)
+    # (number, sender, hour, first?) → durations added and taken back
+    responses: dict[tuple[str, str, datetime, bool], Durations] = field(default_factory=dict)
+    # (number, hour) → CONVERSATION_COUNTERS
+    conversations: dict[CounterKey, list[int]] = field(default_factory=dict)
+    # (number, template, hour) → DELIVERY_COUNTERS
+    delivery: dict[DeliveryKey, list[int]] = field(default_factory=dict)
     errors: Counter[ErrorKey] = field(default_factory=Counter)
+    _hours: dict[datetime, datetime] = field(default_factory=dict)
 
     def hour(self, moment: datetime) -> datetime:
-        return bucket_start(moment, Bucket.HOUR, self.zone)
+        """The start of the zone's hour holding ``moment`` (remembered per quarter hour: every
+        zone's hours start on a quarter hour of UTC)."""
+        utc = moment.astimezone(UTC)
+        quarter = utc.replace(minute=utc.minute - utc.minute % 15, second=0, microsecond=0)
+        found = self._hours.get(quarter)
+        if found is None:
+            found = self._hours[quarter] = bucket_start(quarter, Bucket.HOUR, self.zone)
+        return found
 
     def response(
         self, phone: str, sender: str, asked_at: datetime, seconds: float, first: bool, sign: int
     ) -> None:
-        hour = self.hour(asked_at)
-        for p in (phone, ALL):
-            for s in (sender, ALL):
-                for kind in ("first", "all") if first else ("all",):
-                    self.responses.setdefault((p, s, hour, kind), Durations()).add(seconds, sign)
+        key = (phone, sender, self.hour(asked_at), first)
+        found = self.responses.get(key)
+        if found is None:
+            found = self.responses[key] = Durations()
+        found.add(seconds, sign)
 
-    def conversation(self, phone: str, started_at: datetime, counts: Mapping[str, int]) -> None:
-        hour = self.hour(started_at)
-        for p in (phone, ALL):
-            self.conversations.setdefault((p, hour), Counter()).update(counts)
+    def conversation(self, phone: str, started_at: datetime, counts: Sequence[int]) -> None:
+        _add(self.conversations, (phone, self.hour(started_at)), counts)
 
     def deliveries(
         self,
         phone: str,
         template: str,
         at: datetime,
-        counts: Mapping[str, int],
-        errors: Mapping[int, int] | None = None,
+        counts: Sequence[int],
+        code: int | None = None,
+        sign: int = 1,
     ) -> None:
+        """``counts`` in the order of :data:`DELIVERY_COUNTERS`, each times ``sign``."""
         hour = self.hour(at)
-        for p in (phone, ALL):
-            for t in {template, ALL} if template != ALL else {ALL}:
-                self.delivery.setdefault((p, t, hour), Counter()).update(counts)
-                for code, n in (errors or {}).items():
-                    self.errors[(p, t, hour, code)] += n
+        _add(self.delivery, (phone, template, hour), counts, sign)
+        if code is not None:
+            self.errors[(phone, template, hour, code)] += sign
 
     def __bool__(self) -> bool:
         return bool(self.responses or self.conversations or self.delivery or self.errors)
 
+    def rolled_up(
+        self,
+    ) -> tuple[
+        dict[ResponseKey, Durations],
+        dict[CounterKey, list[int]],
+        dict[DeliveryKey, list[int]],
+        Counter[ErrorKey],
+    ]:
+        """Every change, also under ``*`` for every number, sender and template."""
+        responses: dict[ResponseKey, Durations] = {}
+        for (phone, sender, hour, first), change in self.responses.items():
+            for p in (phone, ALL):
+                for s in (sender, ALL):
+                    for kind in ("first", "all") if first else ("all",):
+                        target = responses.get((p, s, hour, kind))
+                        if target is None:
+                            target = responses[(p, s, hour, kind)] = Durations()
+                        target.merge(change)
+        conversations: dict[CounterKey, list[int]] = {}
+        for (phone, hour), counts in self.conversations.items():
+            for p in (phone, ALL):
+                _add(conversations, (p, hour), counts)
+        delivery: dict[DeliveryKey, list[int]] = {}
+        for (phone, template, hour), counts in self.delivery.items():
+            for key in _rollups(phone, template, hour):
+                _add(delivery, key, counts)
+        errors: Counter[ErrorKey] = Counter()
+        for (phone, template, hour, code), n in self.errors.items():
+            for p, t, h in _rollups(phone, template, hour):
+                errors[(p, t, h, code)] += n
+        return responses, conversations, delivery, errors
+
+
+def _rollups(phone: str, template: str, hour: datetime) -> list[DeliveryKey]:
+    keys = [(phone, template, hour), (ALL, template, hour)]
+    if template != ALL:
+        keys += [(phone, ALL, hour), (ALL, ALL, hour)]
+    return keys
+
+
+def _add(into: dict[Any, list[int]], key: Any, counts: Sequence[int], sign: int = 1) -> None:
+    found = into.get(key)
+    if found is None:
+        into[key] = [sign * n for n in counts]
+    else:
+        for i, n in enumerate(counts):
+            found[i] += sign * n
+
 
 def write(db: Database, conn: Connection, deltas: Deltas) -> None:
     """Apply ``deltas`` to the aggregate tables."""
+    responses, conversations, delivery, errors = deltas.rolled_up()
     _add_counters(
         db,
         conn,
         schema.conversation_stats,
         ("phone_number_id", "bucket_start"),
         CONVERSATION_COUNTERS,
-        deltas.conversations,
+        conversations,
     )
     _add_counters(
         db,
@@ -136,18 +193,17 @@ def write(db: Database, conn: Connection, deltas: Deltas) -> None:
         schema.delivery_stats,
         ("phone_number_id", "template", "bucket_start"),
         DELIVERY_COUNTERS,
-        deltas.delivery,
+        delivery,
     )
-    errors = {key: Counter({"count": n}) for key, n in deltas.errors.items() if n}
     _add_counters(
         db,
         conn,
         schema.delivery_errors,
         ("phone_number_id", "template", "bucket_start", "code"),
         ("count",),
-        errors,
+        {key: [n] for key, n in errors.items()},
     )
-    _merge_sketches(db, conn, deltas.responses)
+    _merge_sketches(db, conn, responses)
 
 
 def _add_counters(
@@ -156,12 +212,12 @@ def _add_counters(
     table: Any,
     keys: tuple[str, ...],
     counters: tuple[str, ...],
-    changes: Mapping[Any, Counter[str]],
+    changes: Mapping[Any, list[int]],
 ) -> None:
     rows = [
-        {**dict(zip(keys, key, strict=True)), **{c: change.get(c, 0) for c in counters}}
+        {**dict(zip(keys, key, strict=True)), **dict(zip(counters, change, strict=True))}
         for key, change in sorted(changes.items())
-        if any(change.get(c, 0) for c in counters)
+        if any(change)
     ]
     if not rows:
         return
@@ -181,16 +237,10 @@ def _merge_sketches(
     if not keys:
         return
     rs = schema.response_stats
-    columns = (rs.c.phone_number_id, rs.c.sender_kind, rs.c.bucket_start, rs.c.kind)
     existing: dict[ResponseKey, Any] = {}
     for start in range(0, len(keys), KEYS_PER_QUERY):
-        chunk = keys[start : start + KEYS_PER_QUERY]
-        # one condition per key: both databases then search the primary key for each
-        found_keys = or_(
-            *(and_(*(col == v for col, v in zip(columns, k, strict=True))) for k in chunk)
-        )
-        query = select(rs).where(found_keys).order_by(*columns).with_for_update()
-        for found in conn.execute(query):
+        statement, params = _sketch_rows(conn, keys[start : start + KEYS_PER_QUERY])
+        for found in conn.execute(statement, params):
             key = (found.phone_number_id, found.sender_kind, found.bucket_start, found.kind)
             existing[key] = found
     fresh: list[dict[str, Any]] = []
@@ -242,6 +292,29 @@ def _merge_sketches(
                 for row in changed
             ],
         )
+
+
+_SKETCH_KEYS = (String(), String(), schema.UTCDateTime(), String())
+_SKETCH_STATEMENTS: dict[str, Any] = {}
+
+
+def _sketch_rows(conn: Connection, keys: list[ResponseKey]) -> tuple[Any, dict[str, Any]]:
+    """The stored sketch rows of ``keys``, locked, by one statement built once per database
+    kind (see :mod:`waquality.store.keys`)."""
+    rs = schema.response_stats
+    table = KeyTable(conn.dialect.name, _SKETCH_KEYS)
+    statement = _SKETCH_STATEMENTS.get(conn.dialect.name)
+    if statement is None:
+        phone, sender, hour, kind = table.columns
+        on = and_(
+            rs.c.phone_number_id == phone,
+            rs.c.sender_kind == sender,
+            rs.c.bucket_start == hour,
+            rs.c.kind == kind,
+        )
+        statement = select(rs).select_from(table.table).join(rs, on).with_for_update(of=rs)
+        _SKETCH_STATEMENTS[conn.dialect.name] = statement
+    return statement, table.params(keys)
 
 
 def _largest(conn: Connection, key: ResponseKey, bins: Mapping[int, int]) -> float:

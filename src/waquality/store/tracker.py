@@ -22,9 +22,9 @@ from waquality.config import Settings
 from waquality.domain import delivery, privacy
 from waquality.domain.enums import PreferenceValue, SenderKind
 from waquality.domain.messages import Inbound, Item, Outbound, Row, Status
-from waquality.domain.responses import duration_label, parse_business_hours
+from waquality.domain.responses import Message, duration_label, parse_business_hours
 from waquality.store import conversations, messages, stats
-from waquality.store.conversations import Pair, Rules
+from waquality.store.conversations import Pair, Rules, Touch
 from waquality.store.database import Database
 
 
@@ -69,6 +69,12 @@ def configured(db: Database, settings: Settings) -> Tracker | None:
     return Tracker(db, tracker_config(settings)) if settings.tracker else None
 
 
+_PREFERENCE_COUNTS = {
+    PreferenceValue.STOP: delivery.OPT_OUT,
+    PreferenceValue.RESUME: delivery.RESUME,
+}
+
+
 class Tracker:
     def __init__(self, db: Database, config: TrackerConfig | None = None) -> None:
         self.db = db
@@ -95,23 +101,16 @@ class Tracker:
         changed."""
         deltas = stats.Deltas(zone=self.config.zone)
         for preference in preferences:
-            counter = "opt_outs" if preference.value is PreferenceValue.STOP else "resumes"
-            if preference.value in (PreferenceValue.STOP, PreferenceValue.RESUME):
-                deltas.deliveries(
-                    preference.phone_number_id, stats.ALL, preference.at, {counter: 1}
-                )
+            counts = _PREFERENCE_COUNTS.get(preference.value)
+            if counts is not None:
+                deltas.deliveries(preference.phone_number_id, stats.ALL, preference.at, counts)
         stored = [self.private(item) for item in items]
         lock_pairs(conn, (_pair_of(item) for item in stored))
         changes = messages.merge_items(self.db, conn, stored, now)
-        touched: dict[Pair, datetime] = {}
+        touched: dict[Pair, list[Touch]] = {}
         for before, after in changes:
             _delivery(deltas, before, after)
-            if _timing(before) == _timing(after):
-                continue  # delivered, read, played: nothing changes for response times
-            for row in (before, after):
-                pair = _pair_of(row)
-                if pair is not None and row is not None and row.get("at") is not None:
-                    touched[pair] = min(row["at"], touched.get(pair, row["at"]))
+            _touch(touched, before, after)
         if touched:
             conversations.recompute(conn, touched, now, self.config.rules, deltas)
         stats.write(self.db, conn, deltas)
@@ -140,6 +139,25 @@ def _pair_of(item: Item | Row | None) -> Pair | None:
     return (phone, customer) if phone and customer else None
 
 
+def _touch(touched: dict[Pair, list[Touch]], before: Row | None, after: Row) -> None:
+    """Note what a message's change means for its pair's conversations."""
+    if _timing(before) == _timing(after):
+        return  # delivered, read, played: nothing changes for response times
+    failed = after.get("status") == "failed"
+    pair = _pair_of(after)
+    if before is None:
+        if failed or pair is None or after.get("at") is None:
+            return  # failed from the start (a refused send): never part of a conversation
+        sender = SenderKind.parse(after.get("sender_kind")) or SenderKind.UNKNOWN
+        message = Message(after["at"], bool(after["inbound"]), sender, False)
+        touched.setdefault(pair, []).append((after["at"], message))
+        return
+    for row in (before, after):
+        pair = _pair_of(row)
+        if pair is not None and row.get("at") is not None:
+            touched.setdefault(pair, []).append((row["at"], None))
+
+
 def _timing(row: Row | None) -> tuple[Any, ...] | None:
     """What of a message response times depend on."""
     if row is None:
@@ -163,8 +181,9 @@ def _delivery(deltas: stats.Deltas, before: Row | None, after: Row) -> None:
                 found.phone_number_id,
                 found.template,
                 found.at,
-                {k: sign * v for k, v in found.counts.items()},
-                {found.error_code: sign} if found.error_code is not None else None,
+                found.counts,
+                found.error_code,
+                sign,
             )
 
 
