@@ -27,7 +27,7 @@ from waquality.domain.responses import (
     every_sender,
     track,
 )
-from waquality.store import schema
+from waquality.store import keys, schema
 from waquality.store.keys import KeyTable
 from waquality.store.stats import Deltas
 
@@ -159,7 +159,9 @@ def _recompute(
     # before t, and every later one.
     old: dict[Pair, list[dict[str, Any]]] = {p: [] for p in touched}
     reach = [(*pair, at - rules.gap) for pair, at in earliest.items()]
-    for found in conn.execute(*_query(conn, "conversations", reach)).mappings():
+    dialect = conn.dialect.name
+    found_rows = conn.execute(_statement(dialect, "conversations"), _params(dialect, reach))
+    for found in found_rows.mappings():
         old[(found["phone_number_id"], found["customer"])].append(dict(found))
     slow: dict[Pair, datetime] = {}
     for pair, items in touched.items():
@@ -276,13 +278,15 @@ def _recompute_from_messages(
 ) -> None:
     bounds = [(*pair, at) for pair, at in since.items()]
     messages: dict[Pair, list[Message]] = {p: [] for p in since}
+    dialect = conn.dialect.name
     for phone, customer, at, inbound, sender, status in conn.execute(
-        *_query(conn, "messages", bounds)
+        _statement(dialect, "messages"), _params(dialect, bounds)
     ):
         kind = SenderKind.parse(sender) or SenderKind.UNKNOWN
         messages[(phone, customer)].append(Message(at, bool(inbound), kind, status == _FAILED))
     stored: dict[Pair, list[dict[str, Any]]] = {p: [] for p in since}
-    for found in conn.execute(*_query(conn, "responses", bounds)).mappings():
+    found_rows = conn.execute(_statement(dialect, "responses"), _params(dialect, bounds))
+    for found in found_rows.mappings():
         stored[(found["phone_number_id"], found["customer"])].append(dict(found))
     for pair in since:
         fresh_conversations, fresh_responses = rows_of(pair, rules.outcome(messages[pair], now))
@@ -319,27 +323,30 @@ _KEYS = (String(), String(), schema.UTCDateTime())
 _STATEMENTS: dict[tuple[str, str], Any] = {}
 
 
-def _query(conn: Connection, name: str, bounds: list[tuple[str, str, datetime]]) -> tuple[Any, Any]:
-    """A statement (built once per database kind) and its parameters: the rows of ``name``
-    for each (number, customer) from its bound on."""
-    dialect = conn.dialect.name
-    keys = KeyTable(dialect, _KEYS)
+def _params(dialect: str, bounds: list[tuple[str, str, datetime]]) -> dict[str, Any]:
+    return keys.params(dialect, len(_KEYS), bounds)
+
+
+def _statement(dialect: str, name: str) -> Any:
+    """The rows of ``name`` for each (number, customer) from its bound on: a statement built
+    once per database kind (see :mod:`waquality.store.keys`)."""
     statement = _STATEMENTS.get((dialect, name))
     if statement is None:
-        phone, customer, bound = keys.columns
+        table = KeyTable(dialect, _KEYS)
+        phone, customer, bound = table.columns
         if name == "conversations":
             on = and_(c.c.phone_number_id == phone, c.c.customer == customer, c.c.last_at >= bound)
             # locked against end_idle, which skips what is locked
-            statement = select(c).select_from(keys.table).join(c, on).with_for_update(of=c)
+            statement = select(c).select_from(table.table).join(c, on).with_for_update(of=c)
         elif name == "messages":
             on = and_(m.c.phone_number_id == phone, m.c.customer == customer, m.c.at >= bound)
             columns = (m.c.phone_number_id, m.c.customer, m.c.at, m.c.inbound, m.c.sender_kind)
-            statement = select(*columns, m.c.status).select_from(keys.table).join(m, on)
+            statement = select(*columns, m.c.status).select_from(table.table).join(m, on)
         else:
             on = and_(r.c.phone_number_id == phone, r.c.customer == customer, r.c.asked_at >= bound)
-            statement = select(r).select_from(keys.table).join(r, on)
+            statement = select(r).select_from(table.table).join(r, on)
         _STATEMENTS[(dialect, name)] = statement
-    return statement, keys.params(bounds)
+    return statement
 
 
 @dataclass(slots=True)

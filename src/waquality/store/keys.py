@@ -9,7 +9,7 @@ search the index once per key::
     keys = KeyTable(conn.dialect.name, (String(), String(), UTCDateTime()))
     phone, customer, since = keys.columns
     query = select(c).select_from(keys.table).join(c, and_(c.c.phone == phone, ...))
-    conn.execute(query, keys.params(rows))
+    conn.execute(query, keys.params(rows))  # or params(dialect, width, rows)
 """
 
 from __future__ import annotations
@@ -53,11 +53,16 @@ class KeyTable:
             self.columns = tuple(self.table.c[name] for name in _NAMES[: self.width])
 
     def params(self, rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
-        rows = list(rows)
-        if self.sqlite:
-            plain = [[_sqlite_value(v) for v in row] for row in rows]
-            return {PARAMETER: orjson.dumps(plain).decode()}
-        return {name: [row[i] for row in rows] for i, name in enumerate(_NAMES[: self.width])}
+        return params("sqlite" if self.sqlite else "postgresql", self.width, rows)
+
+
+def params(dialect: str, width: int, rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """The parameters that carry ``rows`` (of ``width`` keys each) to a :class:`KeyTable`."""
+    rows = list(rows)
+    if dialect == "sqlite":
+        plain = [[_sqlite_value(v) for v in row] for row in rows]
+        return {PARAMETER: orjson.dumps(plain).decode()}
+    return {name: [row[i] for row in rows] for i, name in enumerate(_NAMES[:width])}
 
 
 def _sqlite_value(value: Any) -> Any:

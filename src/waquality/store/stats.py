@@ -23,6 +23,7 @@ from waquality.domain.responses import Bucket, bucket_start
 from waquality.store import schema
 from waquality.store.database import Database
 from waquality.store.keys import KeyTable
+from waquality.store.keys import params as key_params
 
 ALL = "*"  # the rollup: every number, sender or template
 HOUR = timedelta(hours=1)
@@ -239,8 +240,10 @@ def _merge_sketches(
     rs = schema.response_stats
     existing: dict[ResponseKey, Any] = {}
     for start in range(0, len(keys), KEYS_PER_QUERY):
-        statement, params = _sketch_rows(conn, keys[start : start + KEYS_PER_QUERY])
-        for found in conn.execute(statement, params):
+        chunk = keys[start : start + KEYS_PER_QUERY]
+        dialect = conn.dialect.name
+        found_rows = conn.execute(_sketch_rows(dialect), key_params(dialect, 4, chunk))
+        for found in found_rows:
             key = (found.phone_number_id, found.sender_kind, found.bucket_start, found.kind)
             existing[key] = found
     fresh: list[dict[str, Any]] = []
@@ -298,13 +301,13 @@ _SKETCH_KEYS = (String(), String(), schema.UTCDateTime(), String())
 _SKETCH_STATEMENTS: dict[str, Any] = {}
 
 
-def _sketch_rows(conn: Connection, keys: list[ResponseKey]) -> tuple[Any, dict[str, Any]]:
-    """The stored sketch rows of ``keys``, locked, by one statement built once per database
-    kind (see :mod:`waquality.store.keys`)."""
+def _sketch_rows(dialect: str) -> Any:
+    """The stored sketch rows of some keys, locked: a statement built once per database kind
+    (see :mod:`waquality.store.keys`)."""
     rs = schema.response_stats
-    table = KeyTable(conn.dialect.name, _SKETCH_KEYS)
-    statement = _SKETCH_STATEMENTS.get(conn.dialect.name)
+    statement = _SKETCH_STATEMENTS.get(dialect)
     if statement is None:
+        table = KeyTable(dialect, _SKETCH_KEYS)
         phone, sender, hour, kind = table.columns
         on = and_(
             rs.c.phone_number_id == phone,
@@ -313,8 +316,8 @@ def _sketch_rows(conn: Connection, keys: list[ResponseKey]) -> tuple[Any, dict[s
             rs.c.kind == kind,
         )
         statement = select(rs).select_from(table.table).join(rs, on).with_for_update(of=rs)
-        _SKETCH_STATEMENTS[conn.dialect.name] = statement
-    return statement, table.params(keys)
+        _SKETCH_STATEMENTS[dialect] = statement
+    return statement
 
 
 def _largest(conn: Connection, key: ResponseKey, bins: Mapping[int, int]) -> float:
