@@ -36,14 +36,20 @@ def merge_items(
     after = dict(before)
     for item in items:
         after[item.wamid] = merge(after.get(item.wamid), item)
-    fresh = [_full(row, now) for wamid, row in after.items() if wamid not in before]
-    changed = [
-        _full(row, now)
-        for wamid, row in after.items()
-        if wamid in before and _full(row, now) != _full(before[wamid], now)
-    ]
-    changes: list[Change] = [(None, row) for row in fresh]
-    changes += [(_full(before[row["wamid"]], now), row) for row in changed]
+    fresh: list[Row] = []
+    changed: list[Row] = []
+    changes: list[Change] = []
+    for wamid, row in after.items():
+        full = _full(row, now)
+        was = before.get(wamid)
+        if was is None:
+            fresh.append(full)
+            changes.append((None, full))
+        else:
+            old = _full(was, now)
+            if full != old:
+                changed.append(full)
+                changes.append((old, full))
     if fresh:
         conn.execute(db.insert(m).on_conflict_do_nothing(index_elements=[m.c.wamid]), fresh)
     if changed:
