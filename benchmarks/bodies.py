@@ -173,6 +173,13 @@ class BodyFactory:
             payload = self._management_payload(rng, index)
         return json.dumps(payload, separators=(",", ":")).encode()
 
+    def management(self, index: int) -> bytes:
+        """Body ``index`` as a batch of management changes, whatever ``MESSAGES_SHARE`` says."""
+        rng = random.Random(self.seed * 2**40 + index)
+        rng.random()  # the draw that body() spends on choosing the kind
+        payload = self._management_payload(rng, index)
+        return json.dumps(payload, separators=(",", ":")).encode()
+
     def _key(self, index: int, part: int) -> str:
         return f"{self.seed % 0xFFFF:04X}{index:010X}{part:02X}AB"
 

@@ -37,6 +37,7 @@ SECRET_FIELDS = (
     "app_secret",
     "verify_token",
     "api_token",
+    "dashboard_password",
     "access_token",
     "alert_urls",
     "customer_id_key",
@@ -142,6 +143,12 @@ class Settings(BaseModel):
     )
     api_token: SecretStr | None = Field(
         None, description="Bearer token for the HTTP API. Generated on first start when unset."
+    )
+    dashboard_password: SecretStr | None = Field(
+        None,
+        min_length=8,
+        description="A password for the dashboard's login, beside the API token (which always "
+        "works); at least 8 characters.",
     )
     host: str = Field("127.0.0.1", description="Address `serve` listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port `serve` listens on.")
@@ -261,11 +268,14 @@ class Settings(BaseModel):
         json_schema_extra={"config_file_only": True},
         description="`[[alert_rules]]` tables: your own alerts on webhook events (see Alerts).",
     )
-    signal_rules: list[SignalRuleConfig] = Field(
-        default_factory=list,
-        json_schema_extra={"config_file_only": True},
-        description="`[[signal_rules]]` tables: alerts on response times and delivery signals "
-        "(see Alerts).",
+    signal_rules: Annotated[list[SignalRuleConfig], BeforeValidator(SignalRuleConfig.effective)] = (
+        Field(
+            default_factory=list,
+            json_schema_extra={"config_file_only": True},
+            description="`[[signal_rules]]` tables: alerts on response times and delivery signals "
+            "(see Alerts); the built-in ones are on unless a table of the same name says "
+            "`enabled = false`.",
+        )
     )
     alert_repeat_interval: Duration = Field(
         timedelta(hours=4), description="A firing alert is notified again after this long."

@@ -22,6 +22,7 @@ from waquality.store.database import WriteGate
 log = logging.getLogger(__name__)
 RESTART_DELAY = 1.0
 IDLE_CHECK = 60.0  # seconds between two looks for conversations whose gap has passed
+SIGNAL_CHECK = 60.0  # seconds between two judgements of the signal rules
 
 
 class ProcessingChild:
@@ -97,6 +98,7 @@ def _child_main(
     from waquality.alerting.channels import channels, receiver_name
     from waquality.alerting.dispatch import Dispatcher, HealthChecks
     from waquality.alerting.event_rules import configured_rules
+    from waquality.alerting.signal_rules import SignalEvaluator
     from waquality.graph.poller import Poller
     from waquality.periodic import Periodic
     from waquality.process.worker import BackgroundWorker, Processor, utcnow
@@ -166,6 +168,13 @@ def _child_main(
         ending = conversations.end_idle
         loops.append(
             Periodic(lambda: ending(utcnow()), interval=IDLE_CHECK, name="waquality-conversations")
+        )
+    if conversations is not None:
+        evaluator = SignalEvaluator(db, settings.signal_rules, alerting, settings.time_zone)
+        loops.append(
+            Periodic(
+                lambda: evaluator.run(utcnow()), interval=SIGNAL_CHECK, name="waquality-signals"
+            )
         )
     for worker in workers:
         worker.start()
