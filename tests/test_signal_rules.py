@@ -16,7 +16,8 @@ from receiver import Receiver, receiving
 from waquality.alerting.book import Alerting, alerts
 from waquality.alerting.channels import channels
 from waquality.alerting.dispatch import Dispatcher
-from waquality.alerting.signal_rules import BUILT_IN_NAMES, SignalEvaluator, SignalRuleConfig
+from waquality.alerting.signal_check import SignalEvaluator
+from waquality.alerting.signal_rules import BUILT_IN_NAMES, SignalRuleConfig
 from waquality.analyse.signals import Metric
 from waquality.api.schemas import EventOut
 from waquality.config import Settings, load_settings

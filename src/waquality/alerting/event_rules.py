@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from waquality.alerting.rules import Severity, Signal
-from waquality.config import Settings
 from waquality.domain.events import Event
+
+if TYPE_CHECKING:
+    from waquality.config import Settings
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.]+)\}")
 

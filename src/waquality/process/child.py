@@ -98,7 +98,7 @@ def _child_main(
     from waquality.alerting.channels import channels, receiver_name
     from waquality.alerting.dispatch import Dispatcher, HealthChecks
     from waquality.alerting.event_rules import configured_rules
-    from waquality.alerting.signal_rules import SignalEvaluator
+    from waquality.alerting.signal_check import SignalEvaluator
     from waquality.graph.poller import Poller
     from waquality.periodic import Periodic
     from waquality.process.worker import BackgroundWorker, Processor, utcnow
