@@ -24,9 +24,11 @@ from waquality.api.schemas import ErrorOut
 from waquality.config import Settings
 from waquality.errors import ApiError, StoreUnavailable, Unauthorized
 from waquality.ingest.receiver import Receive, Scope, Send, WebhookReceiver
+from waquality.metrics import served
 from waquality.store import migrate
 from waquality.store.database import Database
 from waquality.store.tracker import Tracker, TrackerConfig, tracker_config
+from waquality.web.app import install as install_dashboard
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
 TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required"  # noqa: S105
@@ -194,6 +196,8 @@ def create_api(
     api.include_router(router, dependencies=secured)
     api.include_router(tracking.router, dependencies=secured)
     api.include_router(customers.router, dependencies=secured)
+    install_dashboard(api, db, auth, settings, tracker)  # /, /numbers, ..., /login, /static
+    served_metrics = served(db)
 
     @api.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -253,6 +257,6 @@ def create_api(
 
     @api.get("/metrics", include_in_schema=False, dependencies=secured)
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(served_metrics), media_type=CONTENT_TYPE_LATEST)
 
     return api
