@@ -5,11 +5,19 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, time, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from waquality.domain.enums import SenderKind
-from waquality.domain.responses import BusinessHours, Message, track
+from waquality.domain.responses import (
+    Bucket,
+    BucketOf,
+    BusinessHours,
+    Message,
+    bucket_start,
+    track,
+)
 
 T = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
 LATER = T + timedelta(days=30)
@@ -144,3 +152,16 @@ def test_buckets_follow_the_configured_time_zone() -> None:
     before = bucket_start(datetime(2026, 3, 29, 12, tzinfo=UTC), Bucket.WEEK, "Europe/Paris")
     assert before.isoformat() == "2026-03-23T00:00:00+01:00"
     assert bucket_start(moment, Bucket.DAY).isoformat() == "2026-03-29T00:00:00+00:00"
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "Asia/Kolkata", "America/St_Johns"])
+@pytest.mark.parametrize("bucket", [Bucket.HOUR, Bucket.DAY, Bucket.WEEK])
+def test_buckets_of_hours_in_order_or_not_match_bucket_start(zone: str, bucket: Bucket) -> None:
+    hours = [
+        bucket_start(datetime(2026, 3, 20, tzinfo=UTC) + timedelta(hours=h), Bucket.HOUR, zone)
+        for h in range(24 * 30)  # across a clock change
+    ]
+    random.Random(2).shuffle(half := hours[: len(hours) // 2])
+    of = BucketOf(bucket, zone)
+    for hour in hours + half:
+        assert of(hour) == bucket_start(hour, bucket, zone)

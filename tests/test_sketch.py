@@ -101,4 +101,14 @@ def test_many_summaries_at_once_equal_one_at_a_time(groups: list[list[list[float
         dataclasses.asdict(sketch.merged(rows).summary(total, largest, targets))
         for rows, total, largest in zip(stored, totals, maxima, strict=True)
     ]
-    assert sketch.summaries(stored, totals, maxima, targets) == expected
+    everything = [x for group in groups for part in group for x in part]
+    together = sketch.summarise(
+        sketch.histogram(everything), sum(totals), max(everything, default=None), targets
+    )
+    odd = [i for i in range(len(groups)) if i % 2]
+    some = [x for i in odd for part in groups[i] for x in part]
+    part = sketch.summarise(
+        sketch.histogram(some), sum(totals[i] for i in odd), max(some, default=None), targets
+    )
+    found = sketch.summaries(stored, totals, maxima, targets, combined=[range(len(groups)), odd])
+    assert found == [*expected, dataclasses.asdict(together), dataclasses.asdict(part)]

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from waquality.domain.delivery import QUALITY_CODES, rate
-from waquality.domain.responses import Bucket, bucket_start
+from waquality.domain.responses import Bucket, BucketOf, bucket_start
 from waquality.store import schema
 from waquality.store.stats import ALL, DELIVERY_COUNTERS
 
@@ -32,17 +32,23 @@ class Query:
 def summary(conn: Connection, q: Query) -> dict[str, Any]:
     since = bucket_start(q.start, Bucket.HOUR, q.zone)
     phone, template = q.phone_number_id or ALL, q.template or ALL
-    counters: dict[datetime | None, Counter[str]] = {}
+    series_of = BucketOf(q.bucket, q.zone)
+    counters: dict[datetime | None, list[int]] = {}
     query = select(ds).where(
         ds.c.phone_number_id == phone,
         ds.c.template == template,
         ds.c.bucket_start >= since,
         ds.c.bucket_start < q.end,
     )
-    for row in conn.execute(query).mappings():
-        values = {k: int(row[k]) for k in DELIVERY_COUNTERS}
-        for key in (bucket_start(row["bucket_start"], q.bucket, q.zone), None):
-            counters.setdefault(key, Counter()).update(values)
+    columns = [ds.c[k] for k in DELIVERY_COUNTERS]
+    for start, *values in conn.execute(query.with_only_columns(ds.c.bucket_start, *columns)):
+        for key in (series_of(start), None):
+            found = counters.get(key)
+            if found is None:
+                counters[key] = [int(v) for v in values]
+            else:
+                for i, v in enumerate(values):
+                    found[i] += int(v)
     errors: dict[datetime | None, Counter[int]] = {}
     query_e = select(de.c.bucket_start, de.c.code, de.c.count).where(
         de.c.phone_number_id == phone,
@@ -51,7 +57,7 @@ def summary(conn: Connection, q: Query) -> dict[str, Any]:
         de.c.bucket_start < q.end,
     )
     for start, code, count in conn.execute(query_e):
-        for key in (bucket_start(start, q.bucket, q.zone), None):
+        for key in (series_of(start), None):
             errors.setdefault(key, Counter())[int(code)] += int(count)
     starts = sorted(k for k in set(counters) | set(errors) if k is not None)
     return {
@@ -59,12 +65,16 @@ def summary(conn: Connection, q: Query) -> dict[str, Any]:
         "to": q.end,
         "bucket": q.bucket.value,
         "time_zone": q.zone,
-        **figures(counters.get(None, Counter()), errors.get(None, Counter())),
+        **figures(_named(counters.get(None)), errors.get(None, Counter())),
         "series": [
-            {"start": s, **figures(counters.get(s, Counter()), errors.get(s, Counter()))}
+            {"start": s, **figures(_named(counters.get(s)), errors.get(s, Counter()))}
             for s in starts
         ],
     }
+
+
+def _named(values: list[int] | None) -> Counter[str]:
+    return Counter(dict(zip(DELIVERY_COUNTERS, values, strict=True))) if values else Counter()
 
 
 def figures(counts: Counter[str], errors: Counter[int]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, Connection, and_, false, func, select
 
 from waquality.domain import sketch
 from waquality.domain.enums import SenderKind
-from waquality.domain.responses import Bucket, bucket_start
+from waquality.domain.responses import Bucket, BucketOf, bucket_start
 from waquality.store import schema
 from waquality.store.stats import ALL, CONVERSATION_COUNTERS
 
@@ -51,17 +51,17 @@ def summary(conn: Connection, q: Query) -> dict[str, Any]:
         rs.c.bucket_start >= since,
         rs.c.bucket_start < q.end,
     )
-    series_of = _SeriesOf(q.bucket, q.zone)
+    series_of = BucketOf(q.bucket, q.zone)
     # (series start or None for the whole range, kind) → bins, sum, max
     groups: dict[tuple[datetime | None, str], _Group] = {}
     for start, kind, count, total, largest, bins in conn.execute(query):
         if not count:
             continue
-        for key in ((series_of(start), kind), (None, kind)):
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = _Group()
-            group.add(bins, total, largest)
+        key = (series_of(start), kind)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Group()
+        group.add(bins, total, largest)
     counters: dict[datetime | None, Counter[str]] = {}
     query_c = select(cs).where(
         cs.c.phone_number_id == phone, cs.c.bucket_start >= since, cs.c.bucket_start < q.end
@@ -74,7 +74,7 @@ def summary(conn: Connection, q: Query) -> dict[str, Any]:
         {k for k, _ in groups if k is not None} | {k for k in counters if k is not None}
     )
     whole = counters.get(None, Counter())
-    summarised = _summarised(groups, [None, *starts], q.targets)
+    summarised = _summarised(groups, starts, q.targets)
     return {
         "from": q.start,
         "to": q.end,
@@ -110,34 +110,26 @@ class _Group:
         self.largest = max(self.largest, largest)
 
 
-class _SeriesOf:
-    """The series bucket of an hour row (remembered: a report has a few hundred hours)."""
-
-    def __init__(self, bucket: Bucket, zone: str) -> None:
-        self.bucket, self.zone = bucket, zone
-        self.known: dict[datetime, datetime] = {}
-
-    def __call__(self, hour: datetime) -> datetime:
-        if self.bucket is Bucket.HOUR:
-            return hour  # the rows are hours of this zone already
-        found = self.known.get(hour)
-        if found is None:
-            found = self.known[hour] = bucket_start(hour, self.bucket, self.zone)
-        return found
-
-
 def _summarised(
     groups: dict[tuple[datetime | None, str], _Group],
-    starts: list[datetime | None],
+    starts: list[datetime],
     targets: dict[str, float],
 ) -> dict[datetime | None, dict[str, Any]]:
-    """Both kinds' summaries for every series start, computed all at once."""
-    keys = [(start, kind) for start in starts for kind in KINDS]
+    """Both kinds' summaries for every series start and for the whole range (``None``: the
+    sum of the series), computed all at once."""
+    keys: list[tuple[datetime | None, str]] = [(s, kind) for s in starts for kind in KINDS]
     chosen = [groups.get(key) or _Group() for key in keys]
+    kinds = list(KINDS)
+    whole = [[i for i, (_, kind) in enumerate(keys) if kind == k] for k in kinds]
     found = sketch.summaries(
-        [g.bins for g in chosen], [g.total for g in chosen], [g.largest for g in chosen], targets
+        [g.bins for g in chosen],
+        [g.total for g in chosen],
+        [g.largest if g.bins else None for g in chosen],
+        targets,
+        combined=whole,
     )
-    result: dict[datetime | None, dict[str, Any]] = {start: {} for start in starts}
+    keys += [(None, kind) for kind in kinds]
+    result: dict[datetime | None, dict[str, Any]] = {start: {} for start in [None, *starts]}
     for (start, kind), summary in zip(keys, found, strict=True):
         result[start][KINDS[kind]] = summary
     return result

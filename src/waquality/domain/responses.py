@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -213,3 +213,21 @@ def duration_label(duration: timedelta) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+class BucketOf:
+    """The bucket of the zone's hour starts (the stored hours), remembered: a report meets
+    each day or week once per hour of it. ``BucketOf(Bucket.DAY, zone)(hour)``."""
+
+    def __init__(self, bucket: Bucket, zone: str = "UTC") -> None:
+        self.bucket, self.zone = bucket, zone
+        self._start = self._end = datetime.max.replace(tzinfo=UTC)
+
+    def __call__(self, hour: datetime) -> datetime:
+        if self.bucket is Bucket.HOUR:
+            return hour
+        if not self._start <= hour < self._end:  # hours come in order: mostly the same bucket
+            self._start = bucket_start(hour, self.bucket, self.zone)
+            after = timedelta(hours=26) if self.bucket is Bucket.DAY else timedelta(days=7, hours=2)
+            self._end = bucket_start(self._start + after, self.bucket, self.zone)
+        return self._start

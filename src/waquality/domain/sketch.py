@@ -197,23 +197,37 @@ def summaries(
     totals: Sequence[float],
     maxima: Sequence[float | None],
     targets: Mapping[str, float],
+    combined: Sequence[Sequence[int]] = (),
 ) -> list[dict[str, Any]]:
     """The summary of each group of stored bins (as :meth:`Dense.summary` gives it, as a
     dict), all groups at once: the bins go into one matrix, one row per group, and every
-    quantile and share is read from its running sums in a few array operations."""
-    if not groups:
+    quantile and share is read from its running sums in a few array operations. Each of
+    ``combined`` (indexes of groups) adds one more summary: of those groups together (its sum
+    and maximum from theirs)."""
+    if not groups and not combined:
         return []
     parsed = [[np.frombuffer(data, dtype="<i4") for data in group] for group in groups]
     zero = np.array([sum(int(v[0]) for v in group) for group in parsed], dtype=np.int64)
     spans = [(int(v[1]), len(v) - 2) for group in parsed for v in group if len(v) > 2]
     low = min((start for start, _ in spans), default=0)
     width = max((start + n - low for start, n in spans), default=0)
-    matrix = np.zeros((len(groups), max(width, 1)), dtype=np.int64)
+    matrix = np.zeros((len(groups) + len(combined), max(width, 1)), dtype=np.int64)
     for row, group in enumerate(parsed):
         for values in group:
             if len(values) > 2:
                 start = int(values[1]) - low
                 matrix[row, start : start + len(values) - 2] += values[2:]
+    totals, maxima = list(totals), list(maxima)
+    zeros = list(zero)
+    for row, members in enumerate(combined, start=len(groups)):
+        chosen = list(members)
+        if chosen:
+            matrix[row] = matrix[chosen].sum(axis=0)
+        zeros.append(int(zero[chosen].sum()) if chosen else 0)
+        totals.append(sum(totals[i] for i in chosen))
+        present = [m for i in chosen if (m := maxima[i]) is not None]
+        maxima.append(max(present) if present else None)
+    zero = np.array(zeros, dtype=np.int64)
     running = np.cumsum(matrix, axis=1)
     counts = zero + running[:, -1]
     found: dict[str, Any] = {}
@@ -228,7 +242,7 @@ def summaries(
         within = zero + (running[:, upto - 1] if upto > 0 else 0)
         shares[label] = within / np.maximum(counts, 1)
     result: list[dict[str, Any]] = []
-    for row in range(len(groups)):
+    for row in range(len(matrix)):
         count = int(counts[row])
         if count == 0:
             result.append(
