@@ -86,3 +86,14 @@ def test_fingerprints_depend_on_labels_only() -> None:
     a = fingerprint({"rule": "x", "waba_id": "1"})
     assert a == fingerprint({"waba_id": "1", "rule": "x"})
     assert a != fingerprint({"rule": "x", "waba_id": "2"})
+
+
+def test_notifications_link_to_the_dashboard_page_of_what_they_are_about() -> None:
+    from waquality.alerting.book import _link
+
+    base = "https://quality.example.com/"
+    assert _link(base, {"phone_number": "15550783881"}) == f"{base}numbers/15550783881"
+    assert _link(base, {"template_id": "1234"}) == f"{base}templates/1234"
+    assert _link(base, {"template_id": "a/b?c"}) == f"{base}templates/a%2Fb%3Fc"
+    assert _link(base, {"rule": "signature_failures"}) == f"{base}alerts"
+    assert _link(None, {"phone_number": "1"}) is None

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection, func, or_, select, update
 
@@ -294,9 +295,7 @@ def repeat_due(db: Database, now: datetime, repeat_interval: timedelta, alerting
 
 def _payload(key: str, values: dict[str, Any], public_url: str | None) -> dict[str, Any]:
     labels = dict(values["labels"])
-    link = None
-    if public_url:
-        link = f"{public_url.rstrip('/')}/api/v1/alerts?state={values['state']}"
+    link = _link(public_url, labels)
     return {
         "status": values["state"],
         "fingerprint": key,
@@ -308,6 +307,19 @@ def _payload(key: str, values: dict[str, Any], public_url: str | None) -> dict[s
         "endsAt": _iso(values["resolved_at"]),
         "url": link,
     }
+
+
+def _link(public_url: str | None, labels: dict[str, Any]) -> str | None:
+    """The dashboard page that shows what an alert is about: its number or template, else
+    the alerts page."""
+    if not public_url:
+        return None
+    base = public_url.rstrip("/")
+    if labels.get("phone_number"):
+        return f"{base}/numbers/{quote(str(labels['phone_number']), safe='')}"
+    if labels.get("template_id"):
+        return f"{base}/templates/{quote(str(labels['template_id']), safe='')}"
+    return f"{base}/alerts"
 
 
 def _iso(value: datetime | None) -> str | None:
