@@ -37,7 +37,8 @@ def merge_items(
     for item in items:
         after[item.wamid] = merge(after.get(item.wamid), item)
     fresh: list[Row] = []
-    changed: list[Row] = []
+    # rows that changed, by the columns that changed (a status changes two or three of them)
+    changed: dict[tuple[str, ...], list[Row]] = {}
     changes: list[Change] = []
     for wamid, row in after.items():
         full = _full(row, now)
@@ -47,20 +48,19 @@ def merge_items(
             changes.append((None, full))
         else:
             old = _full(was, now)
-            if full != old:
-                changed.append(full)
+            columns = tuple(c for c in _COLUMNS if full[c] != old[c])
+            if columns:
+                changed.setdefault(columns, []).append(full)
                 changes.append((old, full))
     if fresh:
         conn.execute(db.insert(m).on_conflict_do_nothing(index_elements=[m.c.wamid]), fresh)
-    if changed:
+    for columns, rows in changed.items():
+        written = [*columns, "updated_at"]
         conn.execute(
             update(m)
             .where(m.c.wamid == bindparam("_wamid"))
-            .values({c: bindparam(f"_{c}") for c in [*_COLUMNS, "updated_at"]}),
-            [
-                {"_wamid": r["wamid"], **{f"_{c}": r[c] for c in [*_COLUMNS, "updated_at"]}}
-                for r in changed
-            ],
+            .values({c: bindparam(f"_{c}") for c in written}),
+            [{"_wamid": r["wamid"], **{f"_{c}": r[c] for c in written}} for r in rows],
         )
     return changes
 
