@@ -422,3 +422,22 @@ labels = { team = "growth" }
     bad.write_text('[[alert_rules]]\nname = "Bad Name"\nfield = "x"\nmatch = {}\nsummary = ""\n')
     with pytest.raises(ConfigError, match="alert_rules"):
         load_settings({"WAQUALITY_CONFIG": str(bad)})
+
+
+def test_an_alert_that_fires_and_resolves_within_one_batch_is_kept_and_told(db: Database) -> None:
+    """A backlog (after downtime, or a replay) can hold a pause and its end in one batch: the
+    alert is recorded as fired and resolved, and both are told, in order."""
+    clock = Clock()
+    with receiving(Receiver()) as r, delivery(db, f"json://{r.url}/hook", clock=clock) as (al, d):
+        process(db, al, template_status(8, "APPROVED", T0), clock=clock)
+        paused = template_status(8, "PAUSED", T0 + 60, title="FIRST_PAUSE")
+        back = template_status(8, "APPROVED", T0 + 3 * 3600)
+        assert process(db, al, paused, back, clock=clock) == 2
+        [alert] = [a for a in alerts(db) if a["labels"].get("template_id") == "8"]
+        assert alert["state"] == "resolved"
+        assert alert["started_at"] == datetime.fromtimestamp(T0 + 60, UTC)
+        assert alert["resolved_at"] == datetime.fromtimestamp(T0 + 3 * 3600, UTC)
+        assert [n["status"] for n in outbox(db)] == ["firing", "resolved"]
+        assert d.run_once() == 2
+        told = r.wait(2)
+        assert "PAUSED" in told[0].body["title"] and "[RESOLVED]" in told[1].body["title"]

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
@@ -104,43 +105,58 @@ def record(
     *,
     notify: bool = True,
 ) -> int:
-    """Apply the signals of one batch; returns how many notifications were queued (none when
-    ``notify`` is false: a quiet replay or backfill)."""
-    latest: dict[str, Timed] = {}
-    for timed in signals:  # per alert, the batch's last word counts
-        latest[fingerprint(timed.signal.labels)] = timed
-    if not latest:
+    """Apply the signals of one batch, each alert's in time order (an alert that fires and
+    resolves within the batch is recorded, and told, as both); returns how many notifications
+    were queued (none when ``notify`` is false: a quiet replay or backfill)."""
+    by_alert: dict[str, list[Timed]] = {}
+    for timed in signals:
+        by_alert.setdefault(fingerprint(timed.signal.labels), []).append(timed)
+    if not by_alert:
         return 0
-    query = select(a).where(a.c.fingerprint.in_(sorted(latest))).with_for_update()
+    query = select(a).where(a.c.fingerprint.in_(sorted(by_alert))).with_for_update()
     existing = {row.fingerprint: row for row in conn.execute(query)}
     changed: list[tuple[str, dict[str, Any]]] = []
-    for key, timed in sorted(latest.items()):
-        values = _transition(timed, existing.get(key), now)
-        if values is None:
+    for key, timed_signals in sorted(by_alert.items()):
+        row: Any = existing.get(key)
+        steps = []
+        for timed in sorted(timed_signals, key=lambda t: t.at):  # stable: same time, in order
+            values = _transition(timed, row, now)
+            if values is not None:
+                steps.append(values)
+                row = SimpleNamespace(**values)
+        if not steps:
             continue
+        final = steps[-1]
         if key in existing:
-            conn.execute(update(a).where(a.c.fingerprint == key).values(**values))
+            conn.execute(update(a).where(a.c.fingerprint == key).values(**final))
         else:
             statement = db.insert(a).on_conflict_do_nothing(index_elements=[a.c.fingerprint])
             inserted = conn.execute(
-                statement.values(fingerprint=key, **values).returning(a.c.fingerprint)
+                statement.values(fingerprint=key, **final).returning(a.c.fingerprint)
             ).first()
             if inserted is None:
                 continue  # another process fired it a moment ago, and tells it
-        changed.append((key, values))
-    firing = [key for key, values in changed if values["state"] == AlertState.FIRING]
+        changed += [(key, values) for values in steps]
+    final_state = {key: values["state"] for key, values in changed}  # the last step wins
+    ends_firing = {key for key, state in final_state.items() if state == AlertState.FIRING}
     if not notify:  # a quiet replay: the alerts change, nobody is told (as if already told)
-        _told(conn, firing, now)
+        _told(conn, sorted(ends_firing), now)
         return 0
     mute = Muting.load(conn, now)
     outbox: list[dict[str, Any]] = []
+    told_here: set[str] = set()
     for key, values in changed:
         if mute.muted(values["rule"], values["labels"]):
             continue
-        if values["state"] == AlertState.RESOLVED and not _was_notified(conn, key):
+        if values["state"] == AlertState.RESOLVED and not (
+            key in told_here or _was_notified(conn, key)
+        ):
             continue
-        outbox += _notifications(conn, key, values, alerting, now)
-    _told(conn, sorted({note["fingerprint"] for note in outbox} & set(firing)), now)
+        notes = _notifications(conn, key, values, alerting, now)
+        if values["state"] == AlertState.FIRING and notes:
+            told_here.add(key)
+        outbox += notes
+    _told(conn, sorted(told_here & ends_firing), now)
     return _queue(db, conn, outbox)
 
 
