@@ -276,17 +276,7 @@ def test_any_arrival_order_gives_what_a_rebuild_gives(db: Database) -> None:
     in_order = snapshot(db)
     assert in_order["responses"] and in_order["response_stats"]
     for attempt in range(3):
-        with db.write() as conn:
-            for table in (
-                schema.messages,
-                schema.conversations,
-                schema.responses,
-                schema.response_stats,
-                schema.conversation_stats,
-                schema.delivery_stats,
-                schema.delivery_errors,
-            ):
-                conn.execute(table.delete())
+        _clear(db)
         shuffled = items + rng.sample(items, len(items) // 3)  # some redelivered
         rng.shuffle(shuffled)
         start = 0

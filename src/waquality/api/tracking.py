@@ -7,7 +7,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from waquality.analyse import delivery, response_times
 from waquality.api.params import Cursor, Limit, Text, TimeParam, parse_time
@@ -111,7 +111,11 @@ def _in_range(moment: datetime, name: str) -> None:
         raise BadRequest(f"{name}: out of range ({EARLIEST.year}–{LATEST.year - 1})")
 
 
-def _window(start: str | None, end: str | None) -> tuple[datetime, datetime]:
+def _window(
+    start: Annotated[TimeParam, Query(alias="from")] = None,
+    end: Annotated[TimeParam, Query(alias="to")] = None,
+) -> tuple[datetime, datetime]:
+    """``from`` and ``to``: the range of a summary (default: the 30 days before now)."""
     until = parse_time(end, "to") or utcnow()
     since = parse_time(start, "from") or (until - DEFAULT_RANGE if until > EARLIEST else until)
     _in_range(since, "from")
@@ -121,6 +125,9 @@ def _window(start: str | None, end: str | None) -> tuple[datetime, datetime]:
     if until - since > MAX_RANGE:
         raise BadRequest("the range may span at most ten years")
     return since, until
+
+
+Window = Annotated[tuple[datetime, datetime], Depends(_window)]
 
 
 def _zone(request: Request) -> str:
@@ -201,13 +208,12 @@ def list_messages(
 def get_response_times(
     db: Db,
     request: Request,
-    from_: Annotated[TimeParam, Query(alias="from")] = None,
-    to: TimeParam = None,
+    window: Window,
     phone_number_id: PhoneParam = None,
     sender: SenderParam = None,
     bucket: BucketParam = Bucket.DAY,
 ) -> dict[str, Any]:
-    since, until = _window(from_, to)
+    since, until = window
     tracker = _tracker(request)
     query = response_times.Query(
         since,
@@ -231,13 +237,12 @@ def get_response_times(
 def get_delivery(
     db: Db,
     request: Request,
-    from_: Annotated[TimeParam, Query(alias="from")] = None,
-    to: TimeParam = None,
+    window: Window,
     phone_number_id: PhoneParam = None,
     template: Text = None,
     bucket: BucketParam = Bucket.DAY,
 ) -> dict[str, Any]:
-    since, until = _window(from_, to)
+    since, until = window
     query = delivery.Query(since, until, phone_number_id, template, bucket, _zone(request))
     with db.read() as conn:
         return delivery.summary(conn, query)
