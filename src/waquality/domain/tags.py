@@ -15,6 +15,7 @@ tool's data) reads as no tags.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 from waquality.domain.enums import SenderKind
@@ -62,6 +63,11 @@ def decode(value: object) -> Tags | None:
     """The tags in a callback value, or ``None`` when it is not ours."""
     if not isinstance(value, str):
         return None
+    return _decoded(value)
+
+
+@lru_cache(maxsize=4096)  # a campaign's thousands of statuses carry the same value
+def _decoded(value: str) -> Tags | None:
     head, _, rest = value.partition(";")
     if head != PREFIX:
         return None
