@@ -5,6 +5,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -15,7 +19,7 @@ import pytest
 from sqlalchemy import select, update
 
 from builders import entry, envelope, template_status
-from conftest import API_TOKEN, make_settings, run_server, webhook
+from conftest import API_TOKEN, DATA, SECRET, make_settings, run_server, webhook
 from receiver import Receiver, receiving
 from waquality.alerting.book import Alerting, add_silence, alerts, expire_silence
 from waquality.alerting.channels import channels, receiver_name
@@ -441,3 +445,48 @@ def test_an_alert_that_fires_and_resolves_within_one_batch_is_kept_and_told(db: 
         assert d.run_once() == 2
         told = r.wait(2)
         assert "PAUSED" in told[0].body["title"] and "[RESOLVED]" in told[1].body["title"]
+
+
+def test_a_separate_worker_queues_notifications_for_the_configured_receivers(
+    database_url: str, tmp_path: Path
+) -> None:
+    """``waquality worker`` (no HTTP server, no dispatcher) raises the alerts ``serve`` would,
+    for the same receivers: a ``serve`` process's dispatcher then sends them."""
+    url = "json://127.0.0.1:9/hook"
+    db = Database(database_url)
+    try:
+        with db.write(priority=True) as conn:
+            bodies = (
+                envelope(template_status(5, "APPROVED", T0)),
+                envelope(template_status(5, "PAUSED", T0 + 1, title="FIRST_PAUSE")),
+            )
+            inbox.insert_bodies(conn, [inbox.Body(b, NOW) for b in bodies])
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("WAQUALITY_")},
+            "WAQUALITY_DATABASE_URL": database_url,
+            "WAQUALITY_CONFIG": str(DATA / "empty.toml"),
+            "WAQUALITY_APP_SECRET": SECRET,
+            "WAQUALITY_API_TOKEN": API_TOKEN,
+            "WAQUALITY_ALERT_URLS": url,
+            "WAQUALITY_LOG_LEVEL": "WARNING",
+        }
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "waquality", "worker"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not outbox(db) and worker.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            worker.terminate()
+            output = worker.communicate(timeout=30)[0].decode()
+        assert worker.returncode == 0, output
+        [note] = outbox(db)
+        assert note["receiver"] == receiver_name(url) and note["state"] == "pending"
+        assert note["payload"]["severity"] == "critical"
+    finally:
+        db.dispose()

@@ -74,6 +74,7 @@ def serve(host: str | None, port: int | None) -> None:
 @main.command()
 def worker() -> None:
     """Process stored webhooks without the HTTP server (several may run on PostgreSQL)."""
+    from waquality.alerting import setup
     from waquality.process.worker import BackgroundWorker, Processor
     from waquality.runtime import Runtime
     from waquality.store import tracker
@@ -91,6 +92,7 @@ def worker() -> None:
             runtime.db,
             batch_size=settings.batch_size,
             reread_delay=settings.reread_delay,
+            alerting=setup.configured(settings),  # told by a serve process's dispatcher
             tracker=tracker.configured(runtime.db, settings),
         ),
         idle_poll=0.5,
@@ -344,6 +346,9 @@ def reprocess(raw_ids: tuple[int, ...], process: bool) -> None:
     Processed here, a replay sends no notification (its alerts are recorded); left to a running
     server (--no-process), it notifies as any new webhook would.
     """
+    from dataclasses import replace
+
+    from waquality.alerting import setup
     from waquality.process.worker import Processor, utcnow
     from waquality.reprocess import requeue_quarantined
     from waquality.store import tracker
@@ -353,7 +358,10 @@ def reprocess(raw_ids: tuple[int, ...], process: bool) -> None:
         click.echo(f"requeued {count} bodies")
         if process and count:
             found = tracker.configured(runtime.db, runtime.settings)
-            result = _run(lambda: Processor(runtime.db, tracker=found).drain())
+            # the configured rules, and no receiver: its alerts are recorded, nobody is told
+            alerting = replace(setup.configured(runtime.settings), receivers=(), routes=())
+            processor = Processor(runtime.db, alerting=alerting, tracker=found)
+            result = _run(processor.drain)
             click.echo(
                 f"processed {result.bodies} bodies: {result.events} new events, "
                 f"{result.duplicates} duplicates, {result.quarantined} quarantined again"

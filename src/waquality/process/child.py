@@ -94,10 +94,9 @@ def _child_main(
     stop: ProcessEvent,
     busy: Any,
 ) -> None:
-    from waquality.alerting.book import Alerting
-    from waquality.alerting.channels import channels, receiver_name
+    from waquality.alerting import setup
+    from waquality.alerting.channels import channels
     from waquality.alerting.dispatch import Dispatcher, HealthChecks
-    from waquality.alerting.event_rules import configured_rules
     from waquality.alerting.signal_check import SignalEvaluator
     from waquality.graph.poller import Poller
     from waquality.periodic import Periodic
@@ -114,8 +113,7 @@ def _child_main(
         write_timeout=settings.write_timeout.total_seconds(),
         gate=gate,
     )
-    default_urls = [url.get_secret_value() for url in settings.alert_urls]
-    route_urls = [[url.get_secret_value() for url in r.urls] for r in settings.alert_routes]
+    default_urls, route_urls = setup.receiver_urls(settings)
     receivers = channels(default_urls + [url for urls in route_urls for url in urls])
     dispatcher = Dispatcher(
         db,
@@ -131,19 +129,7 @@ def _child_main(
     delivery = Periodic(
         dispatcher.run_once, interval=1.0, name="waquality-alerts", on_stop=dispatcher.close
     )
-    alerting = Alerting(
-        tuple(receiver_name(url) for url in default_urls),
-        settings.public_url,
-        delivery.wake.set,
-        group_by=tuple(settings.alert_group_by),
-        group_wait=settings.alert_group_wait,
-        group_interval=settings.alert_group_interval,
-        event_rules=configured_rules(settings),
-        routes=tuple(
-            (dict(r.match), tuple(receiver_name(url) for url in urls), r.continue_)
-            for r, urls in zip(settings.alert_routes, route_urls, strict=True)
-        ),
-    )
+    alerting = setup.configured(settings, delivery.wake.set)
     dispatcher.alerting = alerting
     conversations = tracker.configured(db, settings)
     workers = [
