@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy import event, insert, select
 
 from receiver import Receiver, receiving
-from waquality.alerting.book import Alerting, alerts
+from waquality.alerting.book import Alerting, Timed, alerts, record
 from waquality.alerting.channels import channels
 from waquality.alerting.dispatch import Dispatcher
+from waquality.alerting.rules import Severity, Signal
 from waquality.alerting.signal_check import SignalEvaluator
 from waquality.alerting.signal_rules import BUILT_IN_NAMES, SignalRuleConfig
 from waquality.analyse.signals import Metric
@@ -433,6 +434,30 @@ def test_a_rule_turned_off_resolves_its_alerts(db: Database, tmp_path: Path) -> 
     [alert] = alerts(db)
     assert alert["state"] == "resolved" and "no longer evaluated" in alert["summary"]
     assert [e["kind"] for e in tracker_events(db)][-1] == "spam_rate_failures:resolved"
+
+
+def test_a_rule_removed_from_the_configuration_resolves_its_alerts(
+    db: Database, tmp_path: Path
+) -> None:
+    failed_at = TODAY + 10 * H
+    items: list[Item] = [
+        Outbound(f"r-{i}", PHONE, "16505550002", failed_at, "template", "promo", error_code=132015)
+        for i in range(3)
+    ]
+    feed(db, items, failed_at)
+    mine = '[[signal_rules]]\nname = "failing"\nmetric = "failure_rate"\nabove = "20%"\n'
+    alerting = Alerting()
+    with_it = settings_with(tmp_path, mine + 'delay = "1h"\nmin_count = 2\n').signal_rules
+    assert SignalEvaluator(db, with_it, alerting).run(failed_at + H + 5 * M) == 1
+    # an alert of an event rule is none of the evaluator's business
+    paused = Signal("template_status", {"rule": "template_status"}, True, Severity.CRITICAL, "", "")
+    with db.write() as conn:
+        record(db, conn, [Timed(paused, failed_at)], failed_at, alerting)
+    without = settings_with(tmp_path).signal_rules
+    assert SignalEvaluator(db, without, alerting).run(failed_at + H + 10 * M) == 1
+    states = {a["rule"]: a["state"] for a in alerts(db)}
+    assert states == {"failing": "resolved", "template_status": "firing"}
+    assert [e["kind"] for e in tracker_events(db)][-1] == "failing:resolved"
 
 
 def test_one_query_per_rule_and_scope(db: Database, tmp_path: Path) -> None:

@@ -91,6 +91,9 @@ class SignalEvaluator:
         self.rules = tuple(r for r in rules if r.enabled)
         # alerts of these rules that nothing evaluates any more (a rule turned off) resolve
         self.names = frozenset({r.name for r in rules} | BUILT_IN_NAMES)
+        # other rules of firing alerts → whether they were signal rules (since removed from the
+        # configuration: their alerts resolve too); the configuration is read once, so it holds
+        self._removed: dict[str, bool] = {}
         # (rule, scope, oldest hour, first judged hour) → the hours before the judged windows
         self._older: dict[tuple[str, Scope, datetime, datetime], dict[datetime, sig.Hour]] = {}
         self._kept: dict[tuple[str, Scope, datetime, datetime], dict[datetime, sig.Hour]] = {}
@@ -115,13 +118,23 @@ class SignalEvaluator:
         return len(changes)
 
     def _firing(self, conn: Connection) -> dict[str, _Firing]:
-        a = schema.alerts
+        """The firing alerts of signal rules: those configured, and those of rules since
+        removed (known by the signal events they left)."""
+        a, e = schema.alerts, schema.events
         query = select(a.c.fingerprint, a.c.rule, a.c.labels, a.c.severity).where(
-            a.c.state == "firing", a.c.rule.in_(sorted(self.names))
+            a.c.state == "firing"
         )
+        rows = conn.execute(query).all()
+        unknown = sorted({r.rule for r in rows if r.rule not in self.names} - set(self._removed))
+        if unknown:
+            kinds = [f"{rule}:firing" for rule in unknown]
+            signalled = select(e.c.kind).where(e.c.field == FIELD, e.c.kind.in_(kinds)).distinct()
+            found = set(conn.execute(signalled).scalars())
+            self._removed.update({rule: f"{rule}:firing" in found for rule in unknown})
         return {
             row.fingerprint: _Firing(row.rule, row.labels, row.severity)
-            for row in conn.execute(query)
+            for row in rows
+            if row.rule in self.names or self._removed.get(row.rule, False)
         }
 
     def _judge(
