@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from waquality.cli import _settings, main
+from waquality.api.params import parse_time
+from waquality.cli import _run, _settings, main
 
 
 @contextmanager
@@ -31,14 +32,21 @@ def _interruptible() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _when(value: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r}: expected ISO 8601, such as 2026-03-01T12:00Z"
-        ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+_SEED = click.option(
+    "--seed", type=int, default=1, show_default=True, help="The same seed, the same business."
+)
+_CUSTOMERS = click.option(
+    "--customers",
+    type=click.IntRange(10, 100_000),
+    default=3000,
+    show_default=True,
+    help="How many customers the business has (the traffic grows with them).",
+)
+
+
+def _warn(tally: Any) -> None:
+    for problem in tally.problems:
+        click.echo(f"  warning: {problem}", err=True)
 
 
 def _describe(world: Any) -> str:
@@ -59,9 +67,7 @@ def _describe(world: Any) -> str:
 @click.option(
     "--days", type=click.IntRange(1, 60), default=7, show_default=True, help="History to backfill."
 )
-@click.option(
-    "--seed", type=int, default=1, show_default=True, help="The same seed, the same business."
-)
+@_SEED
 @click.option(
     "--speed",
     type=click.FloatRange(0.1, 86400),
@@ -69,13 +75,7 @@ def _describe(world: Any) -> str:
     show_default=True,
     help="Simulated seconds per second after the backfill (above 1, times run ahead of the clock).",
 )
-@click.option(
-    "--customers",
-    type=click.IntRange(10, 100_000),
-    default=3000,
-    show_default=True,
-    help="How many customers the business has (the traffic grows with them).",
-)
+@_CUSTOMERS
 def demo(port: int, days: int, seed: int, speed: float, customers: int) -> None:
     """Run the whole system on a simulated business, in one command.
 
@@ -108,8 +108,7 @@ def demo(port: int, days: int, seed: int, speed: float, customers: int) -> None:
                     tally = running.backfill(bar.update, stop)
                 took = time.monotonic() - began
                 click.echo(f"backfilled and processed in {took:.1f}s: {summary(tally)}")
-                for problem in tally.problems:
-                    click.echo(f"  warning: {problem}", err=True)
+                _warn(tally)
                 running.watch(stop=stop)
                 click.echo(f"polling the fake Graph API ({len(running.world.wabas)} WABAs)")
                 click.echo(
@@ -120,12 +119,7 @@ def demo(port: int, days: int, seed: int, speed: float, customers: int) -> None:
                     click.echo(f"  {moment:%a %d %b %H:%M}  {what}")
                 pace = "in real time" if speed == 1 else f"{speed:g} simulated seconds a second"
                 click.echo(f"live, {pace}; Ctrl-C stops")
-
-                def told(tally: Any) -> None:
-                    for problem in tally.problems:
-                        click.echo(f"  warning: {problem}", err=True)
-
-                running.live(stop, on_tally=told)
+                running.live(stop, on_tally=_warn)
         except Stopped:
             pass
         except DemoError as exc:
@@ -144,16 +138,8 @@ def demo(port: int, days: int, seed: int, speed: float, customers: int) -> None:
     required=True,
     help="The JSON-lines file to write ('-': standard output).",
 )
-@click.option(
-    "--seed", type=int, default=1, show_default=True, help="The same seed, the same business."
-)
-@click.option(
-    "--customers",
-    type=click.IntRange(10, 100_000),
-    default=3000,
-    show_default=True,
-    help="How many customers the business has (the traffic grows with them).",
-)
+@_SEED
+@_CUSTOMERS
 @click.option(
     "--end", help="When the traffic ends, ISO 8601 [default: now]; fixed, the file is too."
 )
@@ -166,7 +152,7 @@ def simulate(days: int, out: Path, seed: int, customers: int, end: str | None) -
     """
     from waquality.simulate import records, traffic
 
-    until = _when(end) if end else datetime.now(UTC).replace(microsecond=0)
+    until = _run(lambda: parse_time(end, "--end")) or datetime.now(UTC).replace(microsecond=0)
     since = until - timedelta(days=days)
     made, _, flow, deliveries = traffic.generate(seed, customers, since, until)
     stream = sys.stdout.buffer if str(out) == "-" else out.open("wb")

@@ -174,21 +174,7 @@ class Conversation:
         """The business sends a message ``delay`` seconds from now; ``failure``: it fails with
         this code instead of being delivered."""
         self.wait(delay)
-        out = Out(
-            self._id(),
-            self.now,
-            self.phone,
-            self.customer,
-            sender,
-            self.journey,
-            step,
-            self.experiments,
-            "template" if template else kind,
-            text,
-            template,
-            logged,
-        )
-        self.items.append(out)
+        out = self._out(sender, step, "template" if template else kind, text, template, logged)
         rng = self.rng
         sent = self.now + timedelta(seconds=0.3 + rng.random() * 1.2)
         outside = self.last_customer_at is None or self.now - self.last_customer_at > WINDOW
@@ -210,6 +196,19 @@ class Conversation:
 
     def refuse(self, sender: str, step: str | None, template: Template, code: int) -> Out:
         """A send the Graph API refused: no message left, the business logs the attempt."""
+        return self._out(sender, step, "template", "", template, True, code)
+
+    def _out(
+        self,
+        sender: str,
+        step: str | None,
+        kind: str,
+        text: str,
+        template: Template | None,
+        logged: bool,
+        refused: int | None = None,
+    ) -> Out:
+        """A business message of this conversation, now, in its items."""
         out = Out(
             self._id(),
             self.now,
@@ -219,11 +218,11 @@ class Conversation:
             self.journey,
             step,
             self.experiments,
-            "template",
-            "",
+            kind,
+            text,
             template,
-            True,
-            code,
+            logged,
+            refused,
         )
         self.items.append(out)
         return out
