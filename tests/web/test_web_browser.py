@@ -47,6 +47,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 __all__ = ["module_database_url", "seeded_server"]  # fixtures used by these tests
 
 if not Path(CHROMIUM).exists():  # pragma: no cover (CI installs it)
+    if os.environ.get("CI"):  # in CI a missing browser is a failure, never a quiet skip
+        raise RuntimeError(f"no Chromium at {CHROMIUM}: .ci/run installs it")
     pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
 
 
