@@ -27,7 +27,7 @@ from waquality.domain.responses import (
     every_sender,
     track,
 )
-from waquality.store import keys, schema
+from waquality.store import bulk, keys, schema
 from waquality.store.keys import KeyTable
 from waquality.store.stats import Deltas
 
@@ -363,22 +363,24 @@ class _Writes:
         if self.stale_conversations:
             conn.execute(delete(c).where(c.c.id.in_(self.stale_conversations)))
         if self.changed_conversations:
-            columns = [k for k in self.changed_conversations[0][1] if k != "id"]
-            conn.execute(
-                update(c)
-                .where(c.c.id == bindparam("_id"))
-                .values({k: bindparam(f"_{k}") for k in columns}),
+            columns = tuple(k for k in self.changed_conversations[0][1] if k != "id")
+            bulk.execute(
+                conn,
+                ("conversations.update", columns),
+                lambda: (
+                    update(c)
+                    .where(c.c.id == bindparam("_id"))
+                    .values({k: bindparam(f"_{k}") for k in columns})
+                ),
                 [
                     {"_id": row_id, **{f"_{k}": row[k] for k in columns}}
                     for row_id, row in self.changed_conversations
                 ],
             )
-        if self.new_conversations:
-            conn.execute(c.insert(), self.new_conversations)
+        bulk.execute(conn, "conversations.insert", c.insert, self.new_conversations)
         if self.stale_responses:
             conn.execute(delete(r).where(r.c.id.in_(self.stale_responses)))
-        if self.new_responses:
-            conn.execute(r.insert(), self.new_responses)
+        bulk.execute(conn, "responses.insert", r.insert, self.new_responses)
 
 
 def rows_of(pair: Pair, outcome: Outcome) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, select, update
 
 from waquality.domain.messages import Item, Row, merge
-from waquality.store import schema
+from waquality.store import bulk, schema
 from waquality.store.database import Database
 
 m = schema.messages
@@ -52,14 +52,22 @@ def merge_items(
             if columns:
                 changed.setdefault(columns, []).append(full)
                 changes.append((old, full))
-    if fresh:
-        conn.execute(db.insert(m).on_conflict_do_nothing(index_elements=[m.c.wamid]), fresh)
+    bulk.execute(
+        conn,
+        "messages.insert",
+        lambda: db.insert(m).on_conflict_do_nothing(index_elements=[m.c.wamid]),
+        fresh,
+    )
     for columns, rows in changed.items():
-        written = [*columns, "updated_at"]
-        conn.execute(
-            update(m)
-            .where(m.c.wamid == bindparam("_wamid"))
-            .values({c: bindparam(f"_{c}") for c in written}),
+        written = (*columns, "updated_at")
+        bulk.execute(
+            conn,
+            ("messages.update", written),
+            lambda written=written: (
+                update(m)  # type: ignore[misc]
+                .where(m.c.wamid == bindparam("_wamid"))
+                .values({c: bindparam(f"_{c}") for c in written})
+            ),
             [{"_wamid": r["wamid"], **{f"_{c}": r[c] for c in written}} for r in rows],
         )
     return changes

@@ -39,7 +39,7 @@ from waquality.domain.enums import Source, SubjectKind
 from waquality.domain.events import PhoneJoin
 from waquality.domain.timeline import Fact, replay
 from waquality.process.interpret import UNTRACKED_FIELDS, Op, StateChange, StateValue, SubjectRef
-from waquality.store import schema
+from waquality.store import bulk, schema
 from waquality.store.database import Database
 
 _PK = {SubjectKind.PHONE_NUMBER: "key"}
@@ -353,13 +353,11 @@ class StateWriter:
     # -- writing ------------------------------------------------------------------------------
 
     def _flush_history(self) -> None:
-        if self._facts:
-            self.conn.execute(schema.facts.insert(), self._facts)
-            self._facts = []
-        if self._history:
-            self.conn.execute(schema.history.insert(), self._history)
-            self.history_written += len(self._history)
-            self._history = []
+        bulk.execute(self.conn, "facts.insert", schema.facts.insert, self._facts)
+        self._facts = []
+        bulk.execute(self.conn, "history.insert", schema.history.insert, self._history)
+        self.history_written += len(self._history)
+        self._history = []
 
     def _flush(self) -> None:
         self._flush_history()

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, String, and_, bindparam, func, select, true, 
 
 from waquality.domain import delivery, sketch
 from waquality.domain.responses import Bucket, bucket_start
-from waquality.store import schema
+from waquality.store import bulk, schema
 from waquality.store.database import Database
 from waquality.store.keys import KeyTable
 from waquality.store.keys import params as key_params
@@ -222,13 +222,16 @@ def _add_counters(
     ]
     if not rows:
         return
-    statement = db.insert(table)
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c[k] for k in keys],
-        set_={c: table.c[c] + statement.excluded[c] for c in counters},
-    )
+
+    def upsert() -> Any:
+        statement = db.insert(table)
+        return statement.on_conflict_do_update(
+            index_elements=[table.c[k] for k in keys],
+            set_={c: table.c[c] + statement.excluded[c] for c in counters},
+        )
+
     for start in range(0, len(rows), CHUNK):
-        conn.execute(statement, rows[start : start + CHUNK])
+        bulk.execute(conn, (table.name, "add"), upsert, rows[start : start + CHUNK])
 
 
 def _merge_sketches(
@@ -270,10 +273,12 @@ def _merge_sketches(
             "bins": sketch.pack(bins),
         }
         (changed if old is not None else fresh).append(new)
-    if fresh:
-        conn.execute(rs.insert(), fresh)
-    if changed:
-        conn.execute(
+    bulk.execute(conn, "response_stats.insert", rs.insert, fresh)
+    values = ("count", "total_seconds", "max_seconds", "bins")
+    bulk.execute(
+        conn,
+        "response_stats.update",
+        lambda: (
             update(rs)
             .where(
                 rs.c.phone_number_id == bindparam("k_phone"),
@@ -281,20 +286,19 @@ def _merge_sketches(
                 rs.c.bucket_start == bindparam("k_hour"),
                 rs.c.kind == bindparam("k_kind"),
             )
-            .values(
-                {c: bindparam(f"v_{c}") for c in ("count", "total_seconds", "max_seconds", "bins")}
-            ),
-            [
-                {
-                    "k_phone": row["phone_number_id"],
-                    "k_sender": row["sender_kind"],
-                    "k_hour": row["bucket_start"],
-                    "k_kind": row["kind"],
-                    **{f"v_{c}": row[c] for c in ("count", "total_seconds", "max_seconds", "bins")},
-                }
-                for row in changed
-            ],
-        )
+            .values({c: bindparam(f"v_{c}") for c in values})
+        ),
+        [
+            {
+                "k_phone": row["phone_number_id"],
+                "k_sender": row["sender_kind"],
+                "k_hour": row["bucket_start"],
+                "k_kind": row["kind"],
+                **{f"v_{c}": row[c] for c in values},
+            }
+            for row in changed
+        ],
+    )
 
 
 _SKETCH_KEYS = (String(), String(), schema.UTCDateTime(), String())
