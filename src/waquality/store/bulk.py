@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Dialect
-from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 from waquality.store.schema import UTCDateTime
 
@@ -64,7 +64,7 @@ _PREPARED: dict[tuple[str, Hashable, tuple[str, ...]], _Prepared] = {}
 def execute(
     conn: Connection,
     key: Hashable,
-    build: Callable[[], Executable],
+    build: Callable[[], ClauseElement],
     rows: Sequence[Mapping[str, Any]],
 ) -> None:
     """Run the statement ``build`` makes (cached under ``key``) once for each of ``rows``."""
@@ -81,7 +81,7 @@ def execute(
     conn.exec_driver_sql(prepared.sql, prepared.parameters(rows))
 
 
-def _prepare(dialect: Dialect, statement: Executable, columns: tuple[str, ...]) -> _Prepared:
+def _prepare(dialect: Dialect, statement: ClauseElement, columns: tuple[str, ...]) -> _Prepared:
     compiled = statement.compile(dialect=dialect, column_keys=list(columns))
     assert isinstance(compiled, SQLCompiler)
     if compiled.positiontup is not None:
