@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 
 from waquality.store import bulk, schema
 from waquality.store.database import Database
 
-m = schema.messages
+m, ds = schema.messages, schema.delivery_stats
 T = datetime(2026, 3, 1, 12, 30, 15, 250_000, tzinfo=UTC)
 PLUS_FIVE = timezone(timedelta(hours=5))
 
@@ -28,67 +28,99 @@ ROWS = [
     message("w.2", inbound=True, at=T.astimezone(PLUS_FIVE), error_code=131049),
     message("w.3", at=datetime(2026, 1, 1, tzinfo=UTC), read_at=T + timedelta(microseconds=1)),
     message("w.4", at=T, sent_at=T, delivered_at=T, updated_at=T),  # times repeat
+    message("w.5"),  # every time column empty
 ]
 
 
-def stored(db: Database) -> dict[str, dict[str, Any]]:
+def stored(db: Database, table: Any = m) -> dict[Any, dict[str, Any]]:
     with db.read() as conn:
-        found = conn.execute(select(m).order_by(m.c.wamid)).mappings().all()
-    return {row["wamid"]: dict(row) for row in found}
+        found = conn.execute(select(table)).mappings().all()
+    key = (lambda r: r["wamid"]) if table is m else (lambda r: (r["template"], r["bucket_start"]))
+    return {key(row): dict(row) for row in found}
 
 
 def test_rows_come_back_as_sqlalchemy_stores_them(db: Database) -> None:
     with db.write() as conn:
         conn.execute(m.insert(), [{**row, "wamid": "sa" + row["wamid"]} for row in ROWS])
-        bulk.execute(conn, "test.insert", m.insert, ROWS)
+        bulk.insert(conn, m, ROWS)
     found = stored(db)
     for row in ROWS:
         mine, theirs = found[row["wamid"]], found["sa" + row["wamid"]]
         assert {**mine, "wamid": None} == {**theirs, "wamid": None}
         assert mine["at"] == row["at"]  # the same instant, whatever zone it was given in
-        assert mine["at"].tzinfo is UTC
+    assert found["w.2"]["at"].tzinfo is UTC
     assert found["w.1"]["experiments"] == [["cta", "b"]]
     assert found["w.1"]["body"] == "héllo 👋"
     assert found["w.2"]["inbound"] is True
     assert found["w.3"]["read_at"] == T + timedelta(microseconds=1)
+    assert found["w.5"]["at"] is None
 
 
-def test_an_update_binds_by_name(db: Database) -> None:
+def test_a_taken_key_is_skipped_or_its_counters_added(db: Database) -> None:
     with db.write() as conn:
-        bulk.execute(conn, "test.insert", m.insert, ROWS)
-        bulk.execute(
+        bulk.insert(conn, m, ROWS[:2])
+        bulk.insert(conn, m, [message("w.1", status="read"), ROWS[2]], conflict=("wamid",))
+    found = stored(db)
+    assert found["w.1"]["status"] == "sent" and "w.3" in found
+
+    def counts(template: str, sent: int, failed: int) -> dict[str, Any]:
+        zeros = {c.key: 0 for c in ds.c if c.key not in ("phone_number_id", "template")}
+        return {**zeros, "phone_number_id": "*", "template": template, "bucket_start": T,
+                "sent": sent, "failed": failed}  # fmt: skip
+
+    keys, add = ("phone_number_id", "template", "bucket_start"), ("sent", "failed")
+    with db.write() as conn:
+        bulk.insert(conn, ds, [counts("a", 3, 1), counts("b", 1, 0)], conflict=keys, add=add)
+        bulk.insert(conn, ds, [counts("a", 2, -1)], conflict=keys, add=add)
+    totals = {k[0]: (row["sent"], row["failed"]) for k, row in stored(db, ds).items()}
+    assert totals == {"a": (5, 0), "b": (1, 0)}
+
+
+def test_an_update_sets_the_other_columns_of_the_rows_it_matches(db: Database) -> None:
+    later = (T + timedelta(hours=1)).astimezone(PLUS_FIVE)
+    with db.write() as conn:
+        bulk.insert(conn, m, ROWS)
+        bulk.update(
             conn,
-            "test.update",
-            lambda: update(m)
-            .where(m.c.wamid == bindparam("_wamid"))
-            .values(status=bindparam("_status"), read_at=bindparam("_read_at")),
+            m,
             [
-                {"_wamid": "w.1", "_status": "read", "_read_at": T + timedelta(hours=1)},
-                {"_wamid": "w.4", "_status": "failed", "_read_at": None},
+                {"wamid": "w.1", "status": "read", "read_at": later, "experiments": None},
+                {"wamid": "w.4", "status": "failed", "read_at": None, "experiments": [["x", 1]]},
+                {"wamid": "w.none", "status": "read", "read_at": later, "experiments": None},
             ],
+            by=("wamid",),
         )
     found = stored(db)
-    assert (found["w.1"]["status"], found["w.1"]["read_at"]) == ("read", T + timedelta(hours=1))
+    assert (found["w.1"]["status"], found["w.1"]["read_at"]) == ("read", later)
     assert (found["w.4"]["status"], found["w.4"]["read_at"]) == ("failed", None)
-    assert found["w.2"]["status"] is None
+    assert found["w.4"]["experiments"] == [["x", 1]]
+    assert found["w.1"]["sent_at"] == T  # untouched columns stay
+    assert found["w.2"]["status"] is None  # untouched rows stay
+    assert "w.none" not in found
 
 
 def test_rows_of_different_shapes_are_refused(db: Database) -> None:
     short = {k: v for k, v in message("w.9").items() if k != "body"}
     with pytest.raises(ValueError, match="same columns"), db.write() as conn:
-        bulk.execute(conn, "test.insert", m.insert, [message("w.8"), short])
+        bulk.insert(conn, m, [message("w.8"), short])
     with pytest.raises(KeyError), db.write() as conn:
-        bulk.execute(conn, "test.insert", m.insert, [message("w.8"), {**short, "other": 1}])
+        bulk.insert(conn, m, [message("w.8"), {**short, "other": 1}])
     assert stored(db) == {}
 
 
-def test_a_statement_that_binds_more_than_the_rows_is_refused(db: Database) -> None:
-    # facts.recorded_at-like defaults are not filled in: the rows must say everything
-    statement = update(m).where(m.c.wamid == bindparam("_wamid")).values(status=bindparam("_s"))
-    with pytest.raises(ValueError, match="do not have"), db.write() as conn:
-        bulk.execute(conn, "test.partial", lambda: statement, [{"_wamid": "w.1"}])
+def test_names_that_are_no_columns_are_refused(db: Database) -> None:
+    refused: list[tuple[Any, list[dict[str, Any]], str]] = [
+        (m, [{"wamid; DROP TABLE messages": 1}], "no column 'wamid; DROP TABLE messages'"),
+        (schema.field_counts, [{"field": "messages"}], r"field_counts\.changes has a default"),
+    ]
+    for table, rows, reason in refused:
+        with pytest.raises(ValueError, match=reason), db.write() as conn:
+            bulk.insert(conn, table, rows)
+    reason = "its key columns and at least one other"
+    with pytest.raises(ValueError, match=reason), db.write() as conn:
+        bulk.update(conn, m, [{"wamid": "w.1"}], by=("wamid",))
 
 
 def test_a_naive_time_is_refused(db: Database) -> None:
     with pytest.raises(ValueError, match="naive"), db.write() as conn:
-        bulk.execute(conn, "test.insert", m.insert, [message("w.1", at=datetime(2026, 1, 1))])
+        bulk.insert(conn, m, [message("w.1", at=datetime(2026, 1, 1))])

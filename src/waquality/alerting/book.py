@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import Connection, func, or_, select, update
 
 from waquality.alerting.event_rules import BUILT_IN, EventRule
 from waquality.alerting.event_rules import evaluate as evaluate_events
@@ -260,20 +260,9 @@ def _update_alerts(conn: Connection, rows: Sequence[tuple[str, dict[str, Any]]])
     """Write alerts' new rows, in one statement per shape of row (firing, resolved)."""
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for key, values in rows:
-        shapes.setdefault(tuple(values), []).append(
-            {"_fingerprint": key, **{f"_{k}": v for k, v in values.items()}}
-        )
-    for columns, params in shapes.items():
-        bulk.execute(
-            conn,
-            ("alerts.update", columns),
-            lambda columns=columns: (
-                update(a)  # type: ignore[misc]
-                .where(a.c.fingerprint == bindparam("_fingerprint"))
-                .values({k: bindparam(f"_{k}") for k in columns})
-            ),
-            params,
-        )
+        shapes.setdefault(tuple(values), []).append({"fingerprint": key, **values})
+    for params in shapes.values():
+        bulk.update(conn, a, params, by=("fingerprint",))
 
 
 def _insert_alerts(

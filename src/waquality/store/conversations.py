@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, String, and_, bindparam, delete, false, select, update
+from sqlalchemy import Connection, String, and_, delete, false, select, update
 
 from waquality.domain.enums import MessageStatus, SenderKind
 from waquality.domain.responses import (
@@ -362,25 +362,12 @@ class _Writes:
     def apply(self, conn: Connection) -> None:
         if self.stale_conversations:
             conn.execute(delete(c).where(c.c.id.in_(self.stale_conversations)))
-        if self.changed_conversations:
-            columns = tuple(k for k in self.changed_conversations[0][1] if k != "id")
-            bulk.execute(
-                conn,
-                ("conversations.update", columns),
-                lambda: (
-                    update(c)
-                    .where(c.c.id == bindparam("_id"))
-                    .values({k: bindparam(f"_{k}") for k in columns})
-                ),
-                [
-                    {"_id": row_id, **{f"_{k}": row[k] for k in columns}}
-                    for row_id, row in self.changed_conversations
-                ],
-            )
-        bulk.execute(conn, "conversations.insert", c.insert, self.new_conversations)
+        changed = [{**row, "id": row_id} for row_id, row in self.changed_conversations]
+        bulk.update(conn, c, changed, by=("id",))
+        bulk.insert(conn, c, self.new_conversations)
         if self.stale_responses:
             conn.execute(delete(r).where(r.c.id.in_(self.stale_responses)))
-        bulk.execute(conn, "responses.insert", r.insert, self.new_responses)
+        bulk.insert(conn, r, self.new_responses)
 
 
 def rows_of(pair: Pair, outcome: Outcome) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -168,7 +168,7 @@ class Database:
         elif self.dialect == "postgresql":
             self.engine = create_engine(
                 url,
-                json_serializer=_json_dumps,
+                json_serializer=json_dumps,
                 json_deserializer=orjson.loads,
                 hide_parameters=True,
                 pool_size=pool_size,
@@ -289,14 +289,14 @@ def _describe(exc: DBAPIError) -> str:
     return text[:200]
 
 
-def _json_dumps(value: Any) -> str:
+def json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
 def _sqlite_engine(url: str, pool_size: int, busy_timeout_ms: int) -> Engine:
     engine = create_engine(
         url,
-        json_serializer=_json_dumps,
+        json_serializer=json_dumps,
         json_deserializer=orjson.loads,
         hide_parameters=True,  # errors and logs never show values (customer data, tokens)
         pool_size=pool_size,

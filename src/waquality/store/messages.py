@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, select
 
 from waquality.domain.messages import Item, Row, merge
 from waquality.store import bulk, schema
@@ -52,24 +52,10 @@ def merge_items(
             if columns:
                 changed.setdefault(columns, []).append(full)
                 changes.append((old, full))
-    bulk.execute(
-        conn,
-        "messages.insert",
-        lambda: db.insert(m).on_conflict_do_nothing(index_elements=[m.c.wamid]),
-        fresh,
-    )
+    bulk.insert(conn, m, fresh, conflict=("wamid",))
     for columns, rows in changed.items():
-        written = (*columns, "updated_at")
-        bulk.execute(
-            conn,
-            ("messages.update", written),
-            lambda written=written: (
-                update(m)  # type: ignore[misc]
-                .where(m.c.wamid == bindparam("_wamid"))
-                .values({c: bindparam(f"_{c}") for c in written})
-            ),
-            [{"_wamid": r["wamid"], **{f"_{c}": r[c] for c in written}} for r in rows],
-        )
+        written = ("wamid", *columns, "updated_at")
+        bulk.update(conn, m, [{c: r[c] for c in written} for r in rows], by=("wamid",))
     return changes
 
 

@@ -353,9 +353,9 @@ class StateWriter:
     # -- writing ------------------------------------------------------------------------------
 
     def _flush_history(self) -> None:
-        bulk.execute(self.conn, "facts.insert", schema.facts.insert, self._facts)
+        bulk.insert(self.conn, schema.facts, self._facts)
         self._facts = []
-        bulk.execute(self.conn, "history.insert", schema.history.insert, self._history)
+        bulk.insert(self.conn, schema.history, self._history)
         self.history_written += len(self._history)
         self._history = []
 

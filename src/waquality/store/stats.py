@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, String, and_, bindparam, func, select, true, update
+from sqlalchemy import Connection, String, and_, func, select, true
 
 from waquality.domain import delivery, sketch
 from waquality.domain.responses import Bucket, bucket_start
@@ -222,16 +222,8 @@ def _add_counters(
     ]
     if not rows:
         return
-
-    def upsert() -> Any:
-        statement = db.insert(table)
-        return statement.on_conflict_do_update(
-            index_elements=[table.c[k] for k in keys],
-            set_={c: table.c[c] + statement.excluded[c] for c in counters},
-        )
-
     for start in range(0, len(rows), CHUNK):
-        bulk.execute(conn, (table.name, "add"), upsert, rows[start : start + CHUNK])
+        bulk.insert(conn, table, rows[start : start + CHUNK], conflict=keys, add=counters)
 
 
 def _merge_sketches(
@@ -273,32 +265,8 @@ def _merge_sketches(
             "bins": sketch.pack(bins),
         }
         (changed if old is not None else fresh).append(new)
-    bulk.execute(conn, "response_stats.insert", rs.insert, fresh)
-    values = ("count", "total_seconds", "max_seconds", "bins")
-    bulk.execute(
-        conn,
-        "response_stats.update",
-        lambda: (
-            update(rs)
-            .where(
-                rs.c.phone_number_id == bindparam("k_phone"),
-                rs.c.sender_kind == bindparam("k_sender"),
-                rs.c.bucket_start == bindparam("k_hour"),
-                rs.c.kind == bindparam("k_kind"),
-            )
-            .values({c: bindparam(f"v_{c}") for c in values})
-        ),
-        [
-            {
-                "k_phone": row["phone_number_id"],
-                "k_sender": row["sender_kind"],
-                "k_hour": row["bucket_start"],
-                "k_kind": row["kind"],
-                **{f"v_{c}": row[c] for c in values},
-            }
-            for row in changed
-        ],
-    )
+    bulk.insert(conn, rs, fresh)
+    bulk.update(conn, rs, changed, by=("phone_number_id", "sender_kind", "bucket_start", "kind"))
 
 
 _SKETCH_KEYS = (String(), String(), schema.UTCDateTime(), String())
