@@ -870,6 +870,10 @@ DYNAMIC_SQL = {
     ("store/database.py", "pragma"): (
         "iterates SQLITE_PRAGMAS (constant strings) and the busy_timeout f-string above"
     ),
+    ("store/bulk.py", "prepared.sql"): (
+        "SQLAlchemy's compilation of an INSERT or UPDATE of a schema table, its columns checked "
+        "against the table's; every value is a bound parameter"
+    ),
 }
 
 

@@ -6,6 +6,7 @@ input, so callers decide whether a missing value is an error.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ _MIN_EPOCH, _MAX_EPOCH = 1_000_000_000, 9_999_999_999
 
 def parse_timestamp(value: Any) -> datetime | None:
     """Unix seconds as int, float or string; ISO 8601; or a human date → aware UTC datetime."""
+    if type(value) is str and value.isdecimal():  # Meta's own: "1700000000"
+        return _epoch_text(value)
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
@@ -35,6 +38,12 @@ def parse_timestamp(value: Any) -> datetime | None:
         return parse_timestamp(float(text)) if _looks_numeric(text) else _parse_text_date(text)
     except (ValueError, OverflowError):
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _epoch_text(text: str) -> datetime | None:
+    """Whole Unix seconds as text (a batch's timestamps repeat: each is read once)."""
+    return parse_timestamp(int(text))
 
 
 def _looks_numeric(text: str) -> bool:

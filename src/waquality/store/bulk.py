@@ -10,6 +10,8 @@ column gets one plain conversion, and the rows go to the driver as they are:
 - on PostgreSQL, one statement for the whole batch, its values a column each, as arrays read
   by ``unnest`` (a statement per row would make the server parse, plan and run each one).
 
+The statements are SQLAlchemy's, made from the table and compiled once per shape of call.
+
 ::
 
     bulk.insert(conn, schema.messages, rows, conflict=("wamid",))          # ON CONFLICT DO NOTHING
@@ -35,8 +37,16 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     Table,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    func,
+    select,
 )
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import update as sql_update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from waquality.store.database import json_dumps
 from waquality.store.schema import UTCDateTime
@@ -113,8 +123,6 @@ def _run(conn: Connection, shape: _Shape, rows: Rows) -> None:
 
 
 def _check(shape: _Shape) -> None:
-    """Statements are made of the schema's own table and column names (quoted), never of
-    input: refuse any other name."""
     names = set(shape.table.c.keys())
     unknown = [c for c in (*shape.columns, *shape.keys, *shape.add) if c not in names]
     if unknown:
@@ -128,42 +136,41 @@ def _check(shape: _Shape) -> None:
         raise ValueError("an update's rows hold its key columns and at least one other")
 
 
+def _on_conflict(statement: Any, shape: _Shape) -> Any:
+    """``statement`` (a dialect's INSERT) with the shape's ``ON CONFLICT``."""
+    if not shape.keys:
+        return statement
+    if not shape.add:
+        return statement.on_conflict_do_nothing(index_elements=list(shape.keys))
+    table = shape.table
+    return statement.on_conflict_do_update(
+        index_elements=list(shape.keys),
+        set_={c: table.c[c] + statement.excluded[c] for c in shape.add},
+    )
+
+
 # -- SQLite ----------------------------------------------------------------------------------
 
 
 def _sqlite(dialect: Dialect, shape: _Shape) -> _Prepared:
     _check(shape)
-    q = dialect.identifier_preparer.quote
-    table = q(shape.table.name)
+    table = shape.table
     if shape.verb == "insert":
-        columns = shape.columns
-        sql = (
-            f"INSERT INTO {table} ({', '.join(q(c) for c in columns)}) "  # noqa: S608
-            f"VALUES ({', '.join('?' for _ in columns)})"
-        ) + _on_conflict(q, shape)
+        statement = _on_conflict(sqlite.insert(table), shape)
+        compiled = statement.compile(dialect=dialect, column_keys=list(shape.columns))
+        columns = tuple(compiled.positiontup or ())
     else:
-        values = [c for c in shape.columns if c not in shape.keys]
-        columns = (*values, *shape.keys)
-        sql = (
-            f"UPDATE {table} SET {', '.join(f'{q(c)} = ?' for c in values)} "  # noqa: S608
-            f"WHERE {' AND '.join(f'{q(c)} = ?' for c in shape.keys)}"
-        )
-    converts = tuple(_sqlite_convert(dialect, shape.table.c[c].type) for c in columns)
-    return _Prepared(sql, columns, converts, arrays=False)
-
-
-def _on_conflict(q: Callable[[str], str], shape: _Shape) -> str:
-    if not shape.keys:
-        return ""
-    target = f" ON CONFLICT ({', '.join(q(c) for c in shape.keys)}) DO "
-    if not shape.add:
-        return target + "NOTHING"
-    table = q(shape.table.name)
-    return (
-        target
-        + "UPDATE SET "
-        + ", ".join(f"{q(c)} = {table}.{q(c)} + excluded.{q(c)}" for c in shape.add)
-    )
+        match = [table.c[k] == bindparam(f"k_{k}") for k in shape.keys]
+        values: dict[str, Any] = {
+            c: bindparam(f"v_{c}") for c in shape.columns if c not in shape.keys
+        }
+        compiled = sql_update(table).where(and_(*match)).values(values).compile(dialect=dialect)
+        # the names without their k_ or v_
+        columns = tuple(name[2:] for name in compiled.positiontup or ())
+    if sorted(columns) != sorted(shape.columns):
+        raise ValueError(f"{table.name}: the statement binds {columns}, the rows hold others")
+    converts = tuple(_sqlite_convert(dialect, table.c[c].type) for c in columns)
+    return _Prepared(compiled.string, columns, converts, arrays=False)
 
 
 def _sqlite_convert(dialect: Dialect, kind: Any) -> Convert | None:
@@ -185,35 +192,28 @@ def _sqlite_time(value: datetime | None) -> str | None:
 
 def _postgresql(shape: _Shape) -> _Prepared:
     _check(shape)
-    q = _PG.identifier_preparer.quote
-    table = q(shape.table.name)
-    columns = shape.columns
-    kinds = [shape.table.c[c].type for c in columns]
-    arrays = ", ".join(f"%(p{i})s::{_array_type(kind)}" for i, kind in enumerate(kinds))
+    table, columns = shape.table, shape.columns
+    kinds = [table.c[c].type for c in columns]
+    arrays = [
+        cast(bindparam(f"p{i}"), ARRAY(Text() if isinstance(kind, JSON) else kind))
+        for i, kind in enumerate(kinds)
+    ]
     names = [f"v{i}" for i in range(len(columns))]
-    source = f"unnest({arrays}) AS v({', '.join(names)})"
-    value = {c: _pg_value(n, kind) for c, n, kind in zip(columns, names, kinds, strict=True)}
+    source = func.unnest(*arrays).table_valued(*names).render_derived(name="v")
+    value = {
+        c: cast(source.c[n], JSON) if isinstance(kind, JSON) else source.c[n]
+        for c, n, kind in zip(columns, names, kinds, strict=True)
+    }
     if shape.verb == "insert":
-        names_sql = ", ".join(q(c) for c in columns)
-        values_sql = ", ".join(value[c] for c in columns)
-        sql = f"INSERT INTO {table} ({names_sql}) SELECT {values_sql} FROM {source}"  # noqa: S608
-        sql += _on_conflict(q, shape)
+        rows = select(*(value[c] for c in columns)).select_from(source)
+        statement = _on_conflict(postgresql.insert(table).from_select(list(columns), rows), shape)
     else:
-        sets = ", ".join(f"{q(c)} = {value[c]}" for c in columns if c not in shape.keys)
-        match = " AND ".join(f"{table}.{q(c)} = {value[c]}" for c in shape.keys)
-        sql = f"UPDATE {table} SET {sets} FROM {source} WHERE {match}"  # noqa: S608
+        match = [table.c[k] == value[k] for k in shape.keys]
+        values = {c: value[c] for c in columns if c not in shape.keys}
+        statement = sql_update(table).where(and_(*match)).values(values)
+    compiled = statement.compile(dialect=_PG)
     converts = tuple(_pg_convert(kind) for kind in kinds)
-    return _Prepared(sql, columns, converts, arrays=True)
-
-
-def _array_type(kind: Any) -> str:
-    if isinstance(kind, JSON):
-        return "text[]"  # cast to json in the select list
-    return f"{kind.compile(dialect=_PG)}[]"
-
-
-def _pg_value(name: str, kind: Any) -> str:
-    return f"v.{name}::json" if isinstance(kind, JSON) else f"v.{name}"
+    return _Prepared(compiled.string, columns, converts, arrays=True)
 
 
 def _pg_convert(kind: Any) -> Convert | None:
