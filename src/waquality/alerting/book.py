@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -19,7 +18,7 @@ from waquality.alerting.event_rules import BUILT_IN, EventRule
 from waquality.alerting.event_rules import evaluate as evaluate_events
 from waquality.alerting.rules import Severity, Signal, evaluate, fingerprint
 from waquality.domain.events import Event
-from waquality.store import bulk, inbox, schema
+from waquality.store import inbox, schema
 from waquality.store.database import Database
 from waquality.store.state import Changed
 
@@ -116,7 +115,7 @@ def record(
         return 0
     query = select(a).where(a.c.fingerprint.in_(sorted(by_alert))).with_for_update()
     existing = {row.fingerprint: row for row in conn.execute(query)}
-    planned: dict[str, list[dict[str, Any]]] = {}
+    changed: list[tuple[str, dict[str, Any]]] = []
     for key, timed_signals in sorted(by_alert.items()):
         row: Any = existing.get(key)
         steps = []
@@ -125,30 +124,33 @@ def record(
             if values is not None:
                 steps.append(values)
                 row = SimpleNamespace(**values)
-        if steps:
-            planned[key] = steps
-    _update_alerts(conn, [(key, steps[-1]) for key, steps in planned.items() if key in existing])
-    # a new alert another process fired a moment ago is that process's to tell
-    written = set(existing) | _insert_alerts(
-        db, conn, [(key, steps[-1]) for key, steps in planned.items() if key not in existing]
-    )
-    changed = [
-        (key, values) for key, steps in planned.items() if key in written for values in steps
-    ]
+        if not steps:
+            continue
+        final = steps[-1]
+        if key in existing:
+            conn.execute(update(a).where(a.c.fingerprint == key).values(**final))
+        else:
+            statement = db.insert(a).on_conflict_do_nothing(index_elements=[a.c.fingerprint])
+            inserted = conn.execute(
+                statement.values(fingerprint=key, **final).returning(a.c.fingerprint)
+            ).first()
+            if inserted is None:
+                continue  # another process fired it a moment ago, and tells it
+        changed += [(key, values) for values in steps]
     final_state = {key: values["state"] for key, values in changed}  # the last step wins
     ends_firing = {key for key, state in final_state.items() if state == AlertState.FIRING}
     if not notify:  # a quiet replay: the alerts change, nobody is told (as if already told)
         _told(conn, sorted(ends_firing), now)
         return 0
     mute = Muting.load(conn, now)
-    resolved = {key for key, values in changed if values["state"] == AlertState.RESOLVED}
-    told_before = _were_notified(conn, resolved)
     outbox: list[dict[str, Any]] = []
     told_here: set[str] = set()
     for key, values in changed:
         if mute.muted(values["rule"], values["labels"]):
             continue
-        if values["state"] == AlertState.RESOLVED and not (key in told_here or key in told_before):
+        if values["state"] == AlertState.RESOLVED and not (
+            key in told_here or _was_notified(conn, key)
+        ):
             continue
         notes = _notifications(conn, key, values, alerting, now)
         if values["state"] == AlertState.FIRING and notes:
@@ -244,40 +246,9 @@ def _transition(timed: Timed, row: Any, now: datetime) -> dict[str, Any] | None:
     }
 
 
-def _were_notified(conn: Connection, keys: AbstractSet[str]) -> set[str]:
-    """Those of the alerts ``keys`` whose firing was ever told."""
-    if not keys:
-        return set()
-    query = (
-        select(n.c.fingerprint)
-        .where(n.c.fingerprint.in_(sorted(keys)), n.c.status == AlertState.FIRING)
-        .distinct()
-    )
-    return set(conn.execute(query).scalars())
-
-
-def _update_alerts(conn: Connection, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
-    """Write alerts' new rows, in one statement per shape of row (firing, resolved)."""
-    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for key, values in rows:
-        shapes.setdefault(tuple(values), []).append({"fingerprint": key, **values})
-    for params in shapes.values():
-        bulk.update(conn, a, params, by=("fingerprint",))
-
-
-def _insert_alerts(
-    db: Database, conn: Connection, rows: Sequence[tuple[str, dict[str, Any]]]
-) -> set[str]:
-    """Add new alerts; returns those added (one another process added first is not)."""
-    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for key, values in rows:
-        shapes.setdefault(tuple(values), []).append({"fingerprint": key, **values})
-    added: set[str] = set()
-    statement = db.insert(a).on_conflict_do_nothing(index_elements=[a.c.fingerprint])
-    for params in shapes.values():
-        found = conn.execute(statement.returning(a.c.fingerprint), params)
-        added.update(found.scalars())
-    return added
+def _was_notified(conn: Connection, key: str) -> bool:
+    query = select(n.c.id).where(n.c.fingerprint == key, n.c.status == AlertState.FIRING)
+    return conn.execute(query.limit(1)).first() is not None
 
 
 def _queue(db: Database, conn: Connection, outbox: list[dict[str, Any]]) -> int:
