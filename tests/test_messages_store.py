@@ -46,7 +46,7 @@ def test_a_lifecycle_in_any_order_and_redelivered_is_one_row(db: Database) -> No
         Inbound("wamid.c", "106540352242922", "16505551234", T, "text", "wamid.a", None),
     ]
     with db.write() as conn:
-        assert messages.record(db, conn, items, NOW) == 3
+        assert messages.record(conn, items, NOW) == 3
     expected = rows(db)
     a, b, c = expected["wamid.a"], expected["wamid.b"], expected["wamid.c"]
     assert (a["status"], a["at"], a["read_at"], a["category"]) == (
@@ -74,10 +74,10 @@ def test_a_lifecycle_in_any_order_and_redelivered_is_one_row(db: Database) -> No
         rng.shuffle(shuffled)
         for start in range(0, len(shuffled), 4):
             with db.write() as conn:
-                messages.record(db, conn, shuffled[start : start + 4], NOW)
+                messages.record(conn, shuffled[start : start + 4], NOW)
         assert rows(db) == expected
     with db.write() as conn:  # a redelivery changes nothing
-        assert messages.record(db, conn, items, NOW) == 0
+        assert messages.record(conn, items, NOW) == 0
 
 
 def test_without_a_sent_status_the_earliest_status_dates_the_message(db: Database) -> None:
@@ -86,9 +86,9 @@ def test_without_a_sent_status_the_earliest_status_dates_the_message(db: Databas
             status("wamid.d", "read", 40),
             status("wamid.d", "delivered", 9),
         ]
-        messages.record(db, conn, items, NOW)
+        messages.record(conn, items, NOW)
     assert rows(db)["wamid.d"]["at"] == T + timedelta(seconds=9)
     with db.write() as conn:
         sent: list[Inbound | Status] = [status("wamid.d", "sent", 3)]
-        messages.record(db, conn, sent, NOW)
+        messages.record(conn, sent, NOW)
     assert rows(db)["wamid.d"]["at"] == T + timedelta(seconds=3)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -49,7 +48,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from waquality.store.database import json_dumps
-from waquality.store.schema import UTCDateTime
+from waquality.store.schema import UTCDateTime, sqlite_time, utc
 
 Convert = Callable[[Any], Any]
 Rows = Sequence[Mapping[str, Any]]
@@ -175,16 +174,9 @@ def _sqlite(dialect: Dialect, shape: _Shape) -> _Prepared:
 
 def _sqlite_convert(dialect: Dialect, kind: Any) -> Convert | None:
     if isinstance(kind, UTCDateTime):
-        return _sqlite_time
+        return sqlite_time
     processor: Convert | None = kind.dialect_impl(dialect).bind_processor(dialect)
     return processor
-
-
-def _sqlite_time(value: datetime | None) -> str | None:
-    """As SQLAlchemy's SQLite ``DATETIME`` stores it: UTC, no zone, microseconds."""
-    value = _utc(value)
-    # "2026-01-02 03:04:05.000006+00:00" without its zone
-    return None if value is None else value.isoformat(" ", "microseconds")[:26]
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
@@ -219,7 +211,7 @@ def _postgresql(shape: _Shape) -> _Prepared:
 def _pg_convert(kind: Any) -> Convert | None:
     """One Python type per array (the driver refuses mixed ones, such as ints and floats)."""
     if isinstance(kind, UTCDateTime):
-        return _utc
+        return utc
     if isinstance(kind, JSON):
         return json_dumps  # None is JSON null, as SQLAlchemy stores it
     for base, convert in ((Boolean, bool), (Float, float), (Integer, int), (LargeBinary, bytes)):
@@ -235,33 +227,16 @@ def _or_none(convert: Convert) -> Convert:
     return converted
 
 
-# -- both ------------------------------------------------------------------------------------
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to a UTC column")
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
-
-
-_TIMES = frozenset({_sqlite_time})
-
-
 def _once(converts: Sequence[Convert | None]) -> list[Convert | None]:
     """``converts`` for one call, SQLite times converted once each: a batch's times repeat
     (Meta's are whole seconds; one "now" for every row)."""
     seen: dict[Any, Any] = {}
 
-    def once(convert: Convert) -> Convert:
-        def converted(value: Any) -> Any:
-            try:
-                return seen[value]
-            except KeyError:
-                seen[value] = found = convert(value)
-                return found
+    def time_once(value: Any) -> Any:
+        try:
+            return seen[value]
+        except KeyError:
+            seen[value] = found = sqlite_time(value)
+            return found
 
-        return converted
-
-    return [once(f) if f in _TIMES else f for f in converts]
+    return [time_once if f is sqlite_time else f for f in converts]

@@ -15,13 +15,15 @@ search the index once per key::
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import ColumnElement, FromClause, bindparam, func, literal_column, type_coerce
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeEngine
+
+from waquality.store.schema import sqlite_time
 
 PARAMETER = "keys"
 _PATHS = ("'$[0]'", "'$[1]'", "'$[2]'", "'$[3]'", "'$[4]'")
@@ -67,8 +69,4 @@ def params(dialect: str, width: int, rows: Iterable[Sequence[Any]]) -> dict[str,
 
 def _sqlite_value(value: Any) -> Any:
     """A key as SQLite stores it: UTC datetimes in SQLAlchemy's text form."""
-    if isinstance(value, datetime):
-        return (
-            value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-        )
-    return value
+    return sqlite_time(value) if isinstance(value, datetime) else value

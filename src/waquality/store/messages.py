@@ -10,7 +10,6 @@ from sqlalchemy import Connection, select
 
 from waquality.domain.messages import Item, Row, merge
 from waquality.store import bulk, schema
-from waquality.store.database import Database
 
 m = schema.messages
 _COLUMNS = [c.key for c in m.c if c.key not in ("wamid", "updated_at")]
@@ -19,14 +18,12 @@ _COLUMNS = [c.key for c in m.c if c.key not in ("wamid", "updated_at")]
 Change = tuple[Row | None, Row]  # a message's row before (None: new) and after
 
 
-def record(db: Database, conn: Connection, items: Sequence[Item], now: datetime) -> int:
+def record(conn: Connection, items: Sequence[Item], now: datetime) -> int:
     """Merge ``items`` into their messages' rows; returns how many rows changed."""
-    return len(merge_items(db, conn, items, now))
+    return len(merge_items(conn, items, now))
 
 
-def merge_items(
-    db: Database, conn: Connection, items: Sequence[Item], now: datetime
-) -> list[Change]:
+def merge_items(conn: Connection, items: Sequence[Item], now: datetime) -> list[Change]:
     """Merge ``items`` into their messages' rows; returns the rows that changed."""
     if not items:
         return []

@@ -98,7 +98,7 @@ def rebuild(
         buffered.flush()
         if result.since is not None:
             _preferences(conn, deltas, result.since)
-        stats.write(db, conn, deltas)
+        stats.write(conn, deltas)
         if progress is not None and pending:
             progress(pending)
     return result

@@ -36,6 +36,23 @@ metadata = MetaData(
 )
 
 
+def utc(value: datetime | None) -> datetime | None:
+    """An aware datetime in UTC, as a ``UTCDateTime`` column takes it (a naive one is refused)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def sqlite_time(value: datetime | None) -> str | None:
+    """A ``UTCDateTime`` as SQLite stores it (SQLAlchemy's ``DATETIME`` text: UTC, no zone,
+    microseconds)."""
+    value = utc(value)
+    # "2026-01-02 03:04:05.000006+00:00" without its zone
+    return None if value is None else value.isoformat(" ", "microseconds")[:26]
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out, on both databases."""
 
@@ -43,12 +60,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        value = utc(value)
+        return value.replace(tzinfo=None) if value and dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:

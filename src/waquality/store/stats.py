@@ -21,7 +21,6 @@ from sqlalchemy import Connection, String, and_, func, select, true
 from waquality.domain import delivery, sketch
 from waquality.domain.responses import Bucket, bucket_start
 from waquality.store import bulk, schema
-from waquality.store.database import Database
 from waquality.store.keys import KeyTable
 from waquality.store.keys import params as key_params
 
@@ -177,11 +176,10 @@ def _add(into: dict[Any, list[int]], key: Any, counts: Sequence[int], sign: int 
             found[i] += sign * n
 
 
-def write(db: Database, conn: Connection, deltas: Deltas) -> None:
+def write(conn: Connection, deltas: Deltas) -> None:
     """Apply ``deltas`` to the aggregate tables."""
     responses, conversations, delivery, errors = deltas.rolled_up()
     _add_counters(
-        db,
         conn,
         schema.conversation_stats,
         ("phone_number_id", "bucket_start"),
@@ -189,7 +187,6 @@ def write(db: Database, conn: Connection, deltas: Deltas) -> None:
         conversations,
     )
     _add_counters(
-        db,
         conn,
         schema.delivery_stats,
         ("phone_number_id", "template", "bucket_start"),
@@ -197,18 +194,16 @@ def write(db: Database, conn: Connection, deltas: Deltas) -> None:
         delivery,
     )
     _add_counters(
-        db,
         conn,
         schema.delivery_errors,
         ("phone_number_id", "template", "bucket_start", "code"),
         ("count",),
         {key: [n] for key, n in errors.items()},
     )
-    _merge_sketches(db, conn, responses)
+    _merge_sketches(conn, responses)
 
 
 def _add_counters(
-    db: Database,
     conn: Connection,
     table: Any,
     keys: tuple[str, ...],
@@ -226,9 +221,7 @@ def _add_counters(
         bulk.insert(conn, table, rows[start : start + CHUNK], conflict=keys, add=counters)
 
 
-def _merge_sketches(
-    db: Database, conn: Connection, changes: Mapping[ResponseKey, Durations]
-) -> None:
+def _merge_sketches(conn: Connection, changes: Mapping[ResponseKey, Durations]) -> None:
     keys = sorted(key for key, change in changes.items() if change.count or change.bins)
     if not keys:
         return

@@ -106,14 +106,14 @@ class Tracker:
                 deltas.deliveries(preference.phone_number_id, stats.ALL, preference.at, counts)
         stored = [self.private(item) for item in items]
         lock_pairs(conn, (_pair_of(item) for item in stored))
-        changes = messages.merge_items(self.db, conn, stored, now)
+        changes = messages.merge_items(conn, stored, now)
         touched: dict[Pair, list[Touch]] = {}
         for before, after in changes:
             _delivery(deltas, before, after)
             _touch(touched, before, after)
         if touched:
             conversations.recompute(conn, touched, now, self.config.rules, deltas)
-        stats.write(self.db, conn, deltas)
+        stats.write(conn, deltas)
         return len(changes)
 
     def end_idle(self, now: datetime) -> int:
@@ -123,7 +123,7 @@ class Tracker:
             deltas = stats.Deltas(zone=self.config.zone)
             with self.db.write() as conn:
                 ended = conversations.end_idle(conn, now, self.config.rules, deltas)
-                stats.write(self.db, conn, deltas)
+                stats.write(conn, deltas)
             total += ended
             if ended < conversations.END_BATCH:
                 return total
