@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 import pytest
 
 from waquality.errors import StoreUnavailable
+from waquality.ingest import committer as committer_module
 from waquality.ingest.committer import GroupCommitter
 from waquality.ingest.signature import sign, verify
 from waquality.store.inbox import Body
@@ -111,3 +113,21 @@ def test_signature_helpers() -> None:
     assert not verify([b"one"], body + b" ", header)
     assert not verify([b"one"], body, header.replace(b"sha256=", b""))
     assert not verify([], body, header)
+
+
+def test_the_rate_of_acknowledgements_is_averaged_and_decays() -> None:
+    committer = GroupCommitter(SlowWriter())
+    try:
+        assert committer.rate(time.monotonic()) == 0.0
+        before = time.monotonic()
+        results = asyncio.run(_store_all(committer, 300))
+        after = time.monotonic()
+    finally:
+        committer.close()
+    assert results == [None] * 300
+    # Every body counts once; what decayed meanwhile is at most the time the stores took.
+    window = committer_module.RATE_WINDOW
+    assert 300 / window * math.exp(-(after - before) / window) <= committer.rate(after)
+    assert committer.rate(after) <= 300 / window
+    later = committer.rate(after + window)
+    assert later == pytest.approx(committer.rate(after) / math.e)

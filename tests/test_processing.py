@@ -479,3 +479,59 @@ def test_background_worker_never_defers_forever(db: Database) -> None:
     finally:
         worker.stop()
     assert inbox.counts(db)["pending"] == 0
+
+
+def test_a_batch_limit_takes_the_oldest_bodies_only(db: Database) -> None:
+    store(db, *(envelope(template_status(20 + i, "APPROVED", T0)) for i in range(12)))
+    processor = Processor(db, batch_size=8, clock=lambda: NOW)
+    assert processor.run_once(limit=3).bodies == 3
+    assert processor.run_once(limit=50).bodies == 8  # never more than batch_size
+    assert inbox.counts(db)["pending"] == 1
+    assert [template(db, 20 + i)["status"] for i in range(11)] == ["APPROVED"] * 11
+
+
+def test_the_processing_rate_is_measured_on_full_batches_only(db: Database) -> None:
+    processor = Processor(db, batch_size=4, clock=lambda: NOW)
+    store(db, envelope(template_status(30, "APPROVED", T0)))
+    assert processor.run_once().bodies == 1
+    assert processor.rate is None  # one body of four says little about throughput
+    store(db, *(envelope(template_status(31 + i, "APPROVED", T0)) for i in range(4)))
+    assert processor.run_once().bodies == 4
+    assert processor.rate is not None and processor.rate > 0
+
+
+class RecordingProcessor(Processor):
+    def __init__(self, db: Database) -> None:
+        super().__init__(db, batch_size=10, clock=lambda: NOW)
+        self.limits: list[int | None] = []
+
+    def run_once(self, limit: int | None = None) -> BatchResult:
+        result = super().run_once(limit)
+        if result.bodies:
+            self.limits.append(limit)
+        return result
+
+
+@pytest.mark.parametrize("arrivals", [0.0, 1e9])
+def test_background_worker_takes_small_batches_while_webhooks_outrun_it(
+    db: Database, arrivals: float
+) -> None:
+    store(db, *(envelope(template_status(40 + i, "APPROVED", T0)) for i in range(12)))
+    processor = RecordingProcessor(db)
+    processor.rate = 100.0  # bodies/s, as full batches before measured it
+    worker = worker_module.BackgroundWorker(
+        processor, idle_poll=0.05, arrivals=lambda: arrivals, burst_batch=5
+    )
+    worker.start()
+    try:
+        for _ in range(500):
+            if inbox.counts(db)["pending"] == 0:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        worker.stop()
+    assert inbox.counts(db)["pending"] == 0
+    if arrivals:  # a burst: the store is held for a few bodies at a time
+        assert processor.limits == [5, 5, 5]
+    else:
+        assert processor.limits == [None, None]

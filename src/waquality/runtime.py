@@ -95,7 +95,10 @@ class Runtime:
                 crowded = self.committer is not None and (
                     now - self.committer.last_crowd_at < CROWD_HOLD
                 )
-                self.processing.set_busy(crowded or self.loop_lag > LOOP_LAG_BUSY)
+                self.processing.set_load(
+                    busy=crowded or self.loop_lag > LOOP_LAG_BUSY,
+                    arrivals=self.committer.rate(now) if self.committer is not None else 0.0,
+                )
 
     async def _store(self, body: bytes, quiet: bool) -> None:
         if self.committer is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 # A batch this large means requests are queueing for the disk: acknowledgements are the
 # bottleneck, and background work should wait (see Runtime).
 CROWD = 16
+RATE_WINDOW = 1.0  # seconds over which the rate of acknowledgements is averaged
 
 WriteBatch = Callable[[Sequence[Body]], None]
 _Pending = tuple[bytes, float, bool, asyncio.Future[None], asyncio.AbstractEventLoop]
@@ -51,6 +53,7 @@ class GroupCommitter:
         self._wake = threading.Event()
         self._closed = False
         self.last_crowd_at = 0.0  # monotonic time of the last batch of CROWD bodies or more
+        self._rate = (0.0, 0.0)  # (bodies/s, monotonic time it was computed)
         self._thread = threading.Thread(target=self._run, name="waquality-committer", daemon=True)
         self._thread.start()
 
@@ -71,6 +74,15 @@ class GroupCommitter:
             await future
         finally:
             timer.cancel()
+
+    def rate(self, now: float) -> float:
+        """Bodies committed per second, averaged exponentially over ``RATE_WINDOW``."""
+        value, at = self._rate
+        return value * math.exp((at - now) / RATE_WINDOW)
+
+    def _committed(self, bodies: int) -> None:
+        now = time.monotonic()
+        self._rate = (self.rate(now) + bodies / RATE_WINDOW, now)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop accepting, commit what is queued, stop the thread."""
@@ -121,8 +133,10 @@ class GroupCommitter:
                 # them wait a whole write timeout more. The store cannot commit: say so now.
                 batch += self._take_all()
             _resolve(batch, error)
-            if error is None and self._on_commit is not None:
-                self._on_commit()
+            if error is None:
+                self._committed(len(batch))
+                if self._on_commit is not None:
+                    self._on_commit()
 
 
 def _resolve(batch: list[_Pending], error: BaseException | None) -> None:

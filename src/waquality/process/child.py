@@ -2,8 +2,9 @@
 
 Parsing and applying state are CPU work; in the receiver's own process they would compete with
 acknowledgements for the interpreter lock. In a child process they run on another core. The
-parent tells the child three things through shared primitives: *wake* (new bodies were
-committed), *busy* (the receiver is short of CPU: defer, the backlog is durable) and *stop*.
+parent tells the child four things through shared primitives: *wake* (new bodies were
+committed), *busy* (the receiver is short of CPU: defer, the backlog is durable), *arrivals*
+(webhooks acknowledged per second: more than processing takes is a burst) and *stop*.
 The Graph API poller and the alert dispatcher run here too, each on a thread of its own.
 """
 
@@ -34,12 +35,14 @@ class ProcessingChild:
         self.wake = context.Event()
         self._stop = context.Event()
         self._busy: Any = context.Value("b", 0, lock=False)
+        self._arrivals: Any = context.Value("d", 0.0, lock=False)
         self._process: Any = None
         self._supervisor: threading.Thread | None = None
         self._stopping = threading.Event()
 
-    def set_busy(self, busy: bool) -> None:
+    def set_load(self, *, busy: bool, arrivals: float) -> None:
         self._busy.value = 1 if busy else 0
+        self._arrivals.value = arrivals
 
     def start(self) -> None:
         self._spawn()
@@ -51,7 +54,7 @@ class ProcessingChild:
     def _spawn(self) -> None:
         self._process = self._context.Process(
             target=_child_main,
-            args=(self.settings, self.gate, self.wake, self._stop, self._busy),
+            args=(self.settings, self.gate, self.wake, self._stop, self._busy, self._arrivals),
             name="waquality-processing",
             daemon=True,
         )
@@ -93,6 +96,7 @@ def _child_main(
     wake: ProcessEvent,
     stop: ProcessEvent,
     busy: Any,
+    arrivals: Any,
 ) -> None:
     from waquality.alerting import setup
     from waquality.alerting.channels import channels
@@ -143,6 +147,10 @@ def _child_main(
             ),
             name=f"waquality-worker-{i}",
             busy=lambda: bool(busy.value),
+            # On SQLite a processing transaction stops every acknowledgement (one writer): a
+            # burst makes batches short. On PostgreSQL acknowledgements never wait for one, and
+            # short batches cost throughput: full batches always.
+            arrivals=(lambda: float(arrivals.value)) if db.is_sqlite else None,
             wake=wake,
         )
         for i in range(settings.workers)

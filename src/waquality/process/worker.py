@@ -37,6 +37,10 @@ Clock = Callable[[], datetime]
 CONFLICT_RETRIES = 8
 COUNTER_SHARDS = 64
 DEFER_STEP = 0.002
+BURST_BATCH = 25  # bodies per batch while webhooks arrive faster than they are processed
+# A burst that lasts longer is an overload: full batches again, so the backlog grows slowest.
+BURST_LIMIT = 15.0  # seconds
+RATE_SMOOTHING = 0.3
 TOUCH_RESOLUTION = timedelta(seconds=1)
 # A webhook about one of these asks the poller to re-read it (the webhook may not say it all).
 REREAD_KINDS = frozenset({SubjectKind.PHONE_NUMBER, SubjectKind.TEMPLATE})
@@ -89,12 +93,16 @@ class Processor:
         self._wabas: set[str] = set()  # WABA rows known to exist
         self._touched: dict[str, datetime] = {}  # last_webhook_at written, per WABA
         self._shard = random.randrange(COUNTER_SHARDS)  # this worker's field_counts rows
+        self.rate: float | None = None  # bodies/s of full batches, parsing included, smoothed
 
-    def run_once(self) -> BatchResult:
-        """Process one batch of pending bodies; an empty result means nothing was pending."""
+    def run_once(self, limit: int | None = None) -> BatchResult:
+        """Process one batch of pending bodies (``batch_size``, or ``limit`` when smaller); an
+        empty result means nothing was pending."""
+        size = min(limit or self.batch_size, self.batch_size)
+        started = time.monotonic()
         # SQLite has one writer: parse before taking the write lock, so acknowledgements wait
         # only for database work. PostgreSQL workers claim first (SKIP LOCKED), then parse.
-        prefetched = self._prefetch() if self.db.is_sqlite else None
+        prefetched = self._prefetch(size) if self.db.is_sqlite else None
         if prefetched == {}:
             return BatchResult()
         ids: list[int] = list(prefetched or ())
@@ -102,7 +110,7 @@ class Processor:
             try:
                 with self.db.write() as conn:
                     if prefetched is None:
-                        rows = inbox.claim_pending(conn, self.batch_size)
+                        rows = inbox.claim_pending(conn, size)
                         parsed = [
                             (
                                 r.id,
@@ -118,6 +126,7 @@ class Processor:
                         parsed = [(rid, *prefetched[rid][:2]) for rid in ids if rid in still]
                         quiet = {rid for rid in ids if prefetched[rid][2]}
                     result = self._process(conn, parsed, quiet)
+                self._measure(result.bodies, time.monotonic() - started)
                 if result.notifications:
                     self.alerting.queued()
                 self._touch_wabas(result.wabas_seen)
@@ -136,9 +145,15 @@ class Processor:
             result.add(self._process_alone(raw_id))
         return result
 
-    def _prefetch(self) -> dict[int, tuple[datetime, ParsedBody, bool]]:
+    def _measure(self, bodies: int, seconds: float) -> None:
+        if bodies * 2 < self.batch_size or seconds <= 0:
+            return  # a small batch says more about fixed costs than about throughput
+        rate = bodies / seconds
+        self.rate = rate if self.rate is None else self.rate + (rate - self.rate) * RATE_SMOOTHING
+
+    def _prefetch(self, size: int) -> dict[int, tuple[datetime, ParsedBody, bool]]:
         with self.db.read() as conn:
-            rows = inbox.peek_pending(conn, self.batch_size)
+            rows = inbox.peek_pending(conn, size)
         return {
             r.id: (r.received_at, parse_body(r.body, r.received_at, self._customer_key), r.quiet)
             for r in rows
@@ -403,9 +418,13 @@ class Wakeup(Protocol):
 class BackgroundWorker:
     """Runs a :class:`Processor` on a thread until stopped; woken early by new bodies.
 
-    ``busy`` tells when the process is short of CPU (acknowledgements waiting): the worker then
-    defers its next batch, up to ``max_defer`` seconds, so a burst of webhooks is acknowledged
-    first and processed right after (the backlog is durable).
+    ``busy`` tells when acknowledgements are waiting (for the CPU or the store): the worker then
+    defers its next batch, up to ``max_defer`` seconds. ``arrivals`` tells how many webhooks
+    per second are being acknowledged: while that is more than the processor's throughput (a
+    burst: the backlog grows whatever processing does), batches shrink to ``burst_batch``
+    bodies, so that no transaction holds the store or the CPU long and acknowledgements stay
+    fast. Processing catches up in full batches afterwards (the backlog is durable), or after
+    ``BURST_LIMIT`` seconds if the webhooks keep coming that fast (an overload, not a burst).
     """
 
     def __init__(
@@ -416,12 +435,17 @@ class BackgroundWorker:
         name: str = "waquality-worker",
         busy: Callable[[], bool] | None = None,
         max_defer: float = 0.25,
+        arrivals: Callable[[], float] | None = None,
+        burst_batch: int = BURST_BATCH,
         wake: Wakeup | None = None,
     ) -> None:
         self.processor = processor
         self.idle_poll = idle_poll
         self.busy = busy
         self.max_defer = max_defer
+        self.arrivals = arrivals
+        self.burst_batch = burst_batch
+        self._burst_since: float | None = None  # monotonic time the current burst began
         self.wake: Wakeup = wake if wake is not None else threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -441,12 +465,24 @@ class BackgroundWorker:
         while self.busy() and time.monotonic() < deadline and not self._stop.is_set():
             self._stop.wait(DEFER_STEP)
 
+    def _batch_limit(self) -> int | None:
+        """``burst_batch`` while webhooks arrive faster than processing can take them, for at
+        most ``BURST_LIMIT`` seconds in a row."""
+        rate = self.processor.rate
+        if self.arrivals is None or rate is None or self.arrivals() <= rate:
+            self._burst_since = None
+            return None
+        now = time.monotonic()
+        if self._burst_since is None:
+            self._burst_since = now
+        return self.burst_batch if now - self._burst_since < BURST_LIMIT else None
+
     def _run(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
             self._defer()
             try:
-                result = self.processor.run_once()
+                result = self.processor.run_once(self._batch_limit())
                 backoff = 0.5
             except StoreUnavailable as exc:
                 log.warning("store unavailable, processing paused for %.1fs: %s", backoff, exc)
