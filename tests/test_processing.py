@@ -465,11 +465,8 @@ def test_background_worker_defers_while_busy_then_processes(db: Database) -> Non
     assert template(db, 11)["status"] == "APPROVED"
 
 
-def test_background_worker_never_defers_forever(db: Database) -> None:
-    store(db, envelope(template_status(12, "APPROVED", T0)))
-    worker = worker_module.BackgroundWorker(
-        Processor(db, clock=lambda: NOW), idle_poll=0.05, busy=lambda: True, max_defer=0.2
-    )
+def run_until_done(db: Database, worker: worker_module.BackgroundWorker) -> None:
+    """Run ``worker`` until nothing is pending (at most 5 s)."""
     worker.start()
     try:
         for _ in range(500):
@@ -479,6 +476,14 @@ def test_background_worker_never_defers_forever(db: Database) -> None:
     finally:
         worker.stop()
     assert inbox.counts(db)["pending"] == 0
+
+
+def test_background_worker_never_defers_forever(db: Database) -> None:
+    store(db, envelope(template_status(12, "APPROVED", T0)))
+    worker = worker_module.BackgroundWorker(
+        Processor(db, clock=lambda: NOW), idle_poll=0.05, busy=lambda: True, max_defer=0.2
+    )
+    run_until_done(db, worker)
 
 
 def test_a_batch_limit_takes_the_oldest_bodies_only(db: Database) -> None:
@@ -522,15 +527,7 @@ def test_background_worker_takes_small_batches_while_webhooks_outrun_it(
     worker = worker_module.BackgroundWorker(
         processor, idle_poll=0.05, arrivals=lambda: arrivals, burst_batch=5
     )
-    worker.start()
-    try:
-        for _ in range(500):
-            if inbox.counts(db)["pending"] == 0:
-                break
-            threading.Event().wait(0.01)
-    finally:
-        worker.stop()
-    assert inbox.counts(db)["pending"] == 0
+    run_until_done(db, worker)
     if arrivals:  # a burst: the store is held for a few bodies at a time
         assert processor.limits == [5, 5, 5]
     else:
