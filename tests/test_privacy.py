@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import delete, event, func, select, update
+from sqlalchemy import delete, event, func, select, text, update
 
 from builders import DISPLAY, PHONE_ID, WABA, envelope, inbound_message, template_status
 from conftest import WEBHOOKS, webhook
@@ -837,6 +839,84 @@ def test_erasing_a_customer_removes_them_everywhere_and_keeps_the_rest(
     assert mixed["redacted_at"] == NOW
     assert left[7]["has_customer_data"] and b"wamid.e7" in left[7]["body"]
     assert erase_customer(db, CUSTOMER, config, NOW) == Erased()
+
+
+def _wamids(db: Database) -> set[str]:
+    with db.read() as conn:
+        return set(conn.execute(select(schema.messages.c.wamid)).scalars())
+
+
+THEIR_WAMIDS = {"wamid.e1", "wamid.e2", "wamid.e5", "wamid.e6"}
+
+
+def test_bodies_not_yet_processed_are_erased_too(db: Database) -> None:
+    config = TrackerConfig()
+    store(db, *ERASURE_BODIES)  # all still waiting
+    erased = erase_customer(db, CUSTOMER, config, NOW)
+    assert erased == Erased(payloads=6)
+    Processor(db, clock=lambda: NOW, tracker=Tracker(db, config)).drain()
+    stored = everything_stored(db)
+    assert CUSTOMER not in stored and OTHER in stored
+    wamids = _wamids(db)
+    assert not wamids & THEIR_WAMIDS and {"wamid.e3", "wamid.e4", "wamid.e7"} <= wamids
+    assert count_rows(db, schema.events) > 0  # the shared body's template change still counts
+
+
+def _wait_for_a_lock_wait(db: Database) -> None:
+    """Until a session of this database waits for a row lock (PostgreSQL)."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with db.read() as conn:
+            if conn.execute(query).scalar():
+                return
+        time.sleep(0.01)
+    raise AssertionError("erasure never waited for the worker's locks")
+
+
+def test_erasure_while_a_worker_holds_the_bodies_leaves_nothing_of_them(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TrackerConfig()
+    store(db, *ERASURE_BODIES)
+    processor = Processor(db, clock=lambda: NOW, tracker=Tracker(db, config))
+    erased: list[Erased] = []
+
+    def erase() -> None:
+        erased.append(erase_customer(db, CUSTOMER, config, NOW))
+
+    if db.is_sqlite:  # the worker reads and parses before it takes the write lock
+        read = processor._prefetch
+
+        def read_then_erase(size: int) -> Any:
+            found = read(size)
+            erase()
+            return found
+
+        monkeypatch.setattr(processor, "_prefetch", read_then_erase)
+        processor.run_once()
+    else:  # the worker claims (locks) the bodies, then parses: erasure waits for it
+        claim = inbox.claim_pending
+        eraser = threading.Thread(target=erase)
+
+        def claim_then_erase(conn: Any, limit: int) -> Any:
+            rows = claim(conn, limit)
+            eraser.start()
+            _wait_for_a_lock_wait(db)
+            return rows
+
+        monkeypatch.setattr(inbox, "claim_pending", claim_then_erase)
+        processor.run_once()
+        eraser.join()
+    monkeypatch.undo()
+    processor.drain()
+    assert erased and erased[0].payloads == 6
+    assert CUSTOMER not in everything_stored(db)
+    wamids = _wamids(db)
+    assert not wamids & THEIR_WAMIDS and {"wamid.e3", "wamid.e4", "wamid.e7"} <= wamids
 
 
 def test_a_customer_is_found_by_the_number_as_written_by_its_user_id_and_by_its_pseudonym(

@@ -32,8 +32,8 @@ from sqlalchemy import (
 )
 
 from waquality.domain import privacy
-from waquality.domain.enums import WebhookField
-from waquality.store import schema
+from waquality.domain.enums import RawStatus, WebhookField
+from waquality.store import inbox, schema
 from waquality.store.database import Database
 from waquality.store.tracker import TrackerConfig, lock_pairs
 
@@ -109,23 +109,29 @@ def erase_customer(
 ) -> Erased:
     """Erase one customer, found by the id given (a ``wa_id`` — digits, or as a phone number is
     written — or a business-scoped user id) and, with a key configured, by its pseudonym: their
-    messages, conversations and responses are deleted; processed raw bodies lose their items
+    messages, conversations and responses are deleted; raw bodies lose their items
     (:func:`waquality.domain.privacy.erase_from_payload`; a body left with nothing is deleted,
-    management changes are never touched); opt-out events keep what they say but no longer name
-    them. A body still waiting to be processed is not searched."""
+    management changes are never touched), bodies still waiting to be processed too; opt-out
+    events keep what they say but no longer name them.
+
+    The bodies go first: one still waiting is stored again without them, under a new id (a
+    worker that has already read it finds its id no longer pending and leaves it), so nothing
+    processed after the request brings them back. Whatever was processed before is in the
+    rows and events, which are erased after the bodies."""
     names = privacy.customer_names(customer, config.customer_key)
     if not names:
         return Erased()
     with db.read() as conn:
-        phones = _phones_of(conn, names)
         bodies = _candidate_bodies(conn, names)
+    payloads = sum(_erase_bodies(db, chunk, names, now) for chunk in _chunks(bodies, batch))
+    with db.read() as conn:
+        phones = _phones_of(conn, names)
         events = _candidate_events(conn, names)
     counts = {"messages": 0, "conversations": 0, "responses": 0}
     for chunk in _chunks(phones, PHONES_PER_TRANSACTION):
         with db.write() as conn:
             for kind, found in _delete_pairs(conn, chunk, names).items():
                 counts[kind] += found
-    payloads = sum(_erase_bodies(db, chunk, names, now) for chunk in _chunks(bodies, batch))
     forgotten = sum(_forget_events(db, chunk, names) for chunk in _chunks(events, batch))
     return Erased(**counts, payloads=payloads, events=forgotten)
 
@@ -183,7 +189,7 @@ def _candidate_bodies(conn: Connection, names: frozenset[str]) -> list[int]:
     needles = sorted({_json_text(name).encode() for name in names})
     query = (
         select(raw.c.id)
-        .where(raw.c.has_customer_data.is_(True), or_(*(_contains(conn, n) for n in needles)))
+        .where(_may_name_customers(), or_(*(_contains(conn, n) for n in needles)))
         .order_by(raw.c.id)
     )
     return list(conn.execute(query).scalars())
@@ -202,12 +208,18 @@ def _candidate_events(conn: Connection, names: frozenset[str]) -> list[int]:
     return list(conn.execute(query).scalars())
 
 
+def _may_name_customers() -> ColumnElement[bool]:
+    """Raw bodies that may hold customer data: processed ones that do, and those still
+    waiting to be processed."""
+    return or_(raw.c.has_customer_data.is_(True), raw.c.status == RawStatus.PENDING.value)
+
+
 def _erase_bodies(db: Database, ids: Sequence[int], names: frozenset[str], now: datetime) -> int:
     touched = 0
     with db.write() as conn:
         rows = conn.execute(
-            select(raw.c.id, raw.c.body)
-            .where(raw.c.id.in_(ids), raw.c.has_customer_data.is_(True))
+            select(raw.c.id, raw.c.body, raw.c.status, raw.c.received_at, raw.c.quiet)
+            .where(raw.c.id.in_(ids), _may_name_customers())
             .order_by(raw.c.id)
             .with_for_update()
         ).all()
@@ -216,7 +228,11 @@ def _erase_bodies(db: Database, ids: Sequence[int], names: frozenset[str], now: 
             if erased is None:
                 continue
             touched += 1
-            if erased.body is None:
+            if row.status == RawStatus.PENDING.value:
+                conn.execute(delete(raw).where(raw.c.id == row.id))
+                if erased.body is not None:
+                    inbox.insert_bodies(conn, [inbox.Body(erased.body, row.received_at, row.quiet)])
+            elif erased.body is None:
                 conn.execute(delete(raw).where(raw.c.id == row.id))
             elif erased.customer_data:
                 conn.execute(update(raw).where(raw.c.id == row.id).values(body=erased.body))
