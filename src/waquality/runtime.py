@@ -91,13 +91,12 @@ class Runtime:
             await asyncio.sleep(LOOP_PROBE)
             now = time.monotonic()
             self.loop_lag = now - start - LOOP_PROBE
-            if self.processing is not None:
-                crowded = self.committer is not None and (
-                    now - self.committer.last_crowd_at < CROWD_HOLD
-                )
+            committer = self.committer
+            if self.processing is not None and committer is not None:
                 self.processing.set_load(
-                    busy=crowded or self.loop_lag > LOOP_LAG_BUSY,
-                    arrivals=self.committer.rate(now) if self.committer is not None else 0.0,
+                    busy=now - committer.last_crowd_at < CROWD_HOLD
+                    or self.loop_lag > LOOP_LAG_BUSY,
+                    arrivals=committer.rate(now),
                 )
 
     async def _store(self, body: bytes, quiet: bool) -> None:

@@ -153,7 +153,11 @@ class Database:
         pool_size: int = 8,
         write_timeout: float = 10.0,
         gate: WriteGate | None = None,
+        checkpoints: bool = True,
     ) -> None:
+        """``checkpoints=False`` (SQLite): commits never move the WAL into the database file,
+        for a process whose writes must not hold the write lock longer than they take, beside
+        one that calls :meth:`checkpoint` regularly."""
         try:
             parsed = make_url(url)
         except Exception as exc:
@@ -163,7 +167,7 @@ class Database:
         self.write_timeout = write_timeout
         self._ack_conn: Connection | None = None
         if self.dialect == "sqlite":
-            self.engine = _sqlite_engine(url, pool_size, int(write_timeout * 1000))
+            self.engine = _sqlite_engine(url, pool_size, int(write_timeout * 1000), checkpoints)
             self.gate: WriteGate = gate or WriteGate()
         elif self.dialect == "postgresql":
             self.engine = create_engine(
@@ -293,7 +297,7 @@ def json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _sqlite_engine(url: str, pool_size: int, busy_timeout_ms: int) -> Engine:
+def _sqlite_engine(url: str, pool_size: int, busy_timeout_ms: int, checkpoints: bool) -> Engine:
     engine = create_engine(
         url,
         json_serializer=json_dumps,
@@ -311,6 +315,8 @@ def _sqlite_engine(url: str, pool_size: int, busy_timeout_ms: int) -> Engine:
         cursor = dbapi_connection.cursor()
         for pragma in (*SQLITE_PRAGMAS, f"PRAGMA busy_timeout={busy_timeout_ms}"):
             cursor.execute(pragma)
+        if not checkpoints:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -1,0 +1,55 @@
+"""The SQLite connection settings that durability and acknowledgement latency depend on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from waquality.store.database import Database
+
+PAGE = 4096
+
+
+def _wal_frames(db: Database) -> int:
+    """Frames in the WAL (``PRAGMA wal_checkpoint`` reports them, and moves what it can)."""
+    with db.engine.connect() as conn:
+        _busy, frames, _moved = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    return int(frames)
+
+
+def _write_pages(db: Database, transactions: int) -> None:
+    with db.write() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS filler (body BLOB)"))
+    for _ in range(transactions):
+        with db.write() as conn:
+            conn.execute(text("INSERT INTO filler VALUES (zeroblob(:n))"), {"n": 3 * PAGE})
+
+
+def test_sqlite_commits_are_durable(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'durable.db'}")
+    try:
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("checkpoints", [True, False])
+def test_commits_checkpoint_the_wal_unless_told_not_to(tmp_path: Path, checkpoints: bool) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'wal.db'}", checkpoints=checkpoints)
+    try:
+        _write_pages(db, 400)  # at least 1,200 pages in small commits
+        frames = _wal_frames(db)
+        if checkpoints:
+            assert frames < 1000  # a commit moved the WAL once it passed 1,000 pages
+        else:
+            assert frames >= 1200  # all of it waited for an explicit checkpoint
+            db.checkpoint()
+            _write_pages(db, 1)  # the next writer starts the WAL over
+            assert _wal_frames(db) < 10
+    finally:
+        db.dispose()
