@@ -505,6 +505,27 @@ def test_the_processing_rate_is_measured_on_full_batches_only(db: Database) -> N
     assert processor.rate is not None and processor.rate > 0
 
 
+def test_a_burst_takes_small_batches_for_its_first_seconds_only(db: Database) -> None:
+    arrivals = 0.0
+    processor = Processor(db, clock=lambda: NOW)
+    processor.rate = 100.0  # bodies/s
+    worker = worker_module.BackgroundWorker(processor, arrivals=lambda: arrivals, burst_batch=5)
+    assert worker.batch_limit(0.0) is None
+    arrivals = 1e9  # webhooks outrun processing: a burst
+    assert worker.batch_limit(100.0) == 5
+    arrivals = 0.0  # the rate wavers below processing's for a moment: the same burst goes on
+    assert worker.batch_limit(101.0) is None
+    arrivals = 1e9
+    limits = [worker.batch_limit(102.0 + i / 2) for i in range(30)]  # a batch every 0.5 s
+    # small batches for BURST_LIMIT seconds from its start; then an overload, full batches
+    assert limits == [5] * 26 + [None] * 4
+    # calm for longer than BURST_CALM: the next one is a new burst
+    arrivals = 0.0
+    assert worker.batch_limit(120.0) is None
+    arrivals = 1e9
+    assert worker.batch_limit(116.5 + worker_module.BURST_CALM + 0.1) == 5
+
+
 class RecordingProcessor(Processor):
     def __init__(self, db: Database) -> None:
         super().__init__(db, batch_size=10, clock=lambda: NOW)

@@ -49,8 +49,14 @@ class Runtime:
         # SQLite's writers (this process and the processing child) share one gate.
         url = settings.database_url.get_secret_value()
         self.gate = WriteGate(spawn_context()) if url.startswith("sqlite") else None
+        # On SQLite, only housekeeping checkpoints the WAL (every CHECKPOINT_INTERVAL, on a
+        # connection of its own, outside the gate): a commit that checkpointed would hold the
+        # gate, and every acknowledgement behind it, for as long as the checkpoint takes.
         self.db = Database(
-            url, write_timeout=settings.write_timeout.total_seconds(), gate=self.gate
+            url,
+            write_timeout=settings.write_timeout.total_seconds(),
+            gate=self.gate,
+            checkpoints=False,
         )
         self.committer: GroupCommitter | None = None
         self.loop_lag = 0.0

@@ -116,9 +116,7 @@ def _child_main(
         settings.database_url.get_secret_value(),
         write_timeout=settings.write_timeout.total_seconds(),
         gate=gate,
-        # serve's housekeeping checkpoints the WAL: a checkpoint here would run inside a
-        # processing commit, while the write gate that acknowledgements wait for is held
-        checkpoints=False,
+        checkpoints=False,  # serve's housekeeping does it (see Runtime)
     )
     default_urls, route_urls = setup.receiver_urls(settings)
     receivers = channels(default_urls + [url for urls in route_urls for url in urls])

@@ -40,6 +40,9 @@ DEFER_STEP = 0.002
 BURST_BATCH = 25  # bodies per batch while webhooks arrive faster than they are processed
 # A burst that lasts longer is an overload: full batches again, so the backlog grows slowest.
 BURST_LIMIT = 15.0  # seconds
+# A burst is over once webhooks have come no faster than processing for this long: the rate of
+# acknowledgements wavers around processing's in an overload, and must not start a new burst.
+BURST_CALM = 3.0  # seconds
 RATE_SMOOTHING = 0.3
 TOUCH_RESOLUTION = timedelta(seconds=1)
 # A webhook about one of these asks the poller to re-read it (the webhook may not say it all).
@@ -446,6 +449,7 @@ class BackgroundWorker:
         self.arrivals = arrivals
         self.burst_batch = burst_batch
         self._burst_since: float | None = None  # monotonic time the current burst began
+        self._outrun_at = 0.0  # when webhooks last came faster than processing
         self.wake: Wakeup = wake if wake is not None else threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -465,16 +469,16 @@ class BackgroundWorker:
         while self.busy() and time.monotonic() < deadline and not self._stop.is_set():
             self._stop.wait(DEFER_STEP)
 
-    def _batch_limit(self) -> int | None:
+    def batch_limit(self, now: float) -> int | None:
         """``burst_batch`` while webhooks arrive faster than processing can take them, for at
-        most ``BURST_LIMIT`` seconds in a row."""
+        most ``BURST_LIMIT`` seconds of a burst; a burst ends after ``BURST_CALM`` seconds in
+        which they did not (``now``: monotonic seconds)."""
         rate = self.processor.rate
         if self.arrivals is None or rate is None or self.arrivals() <= rate:
-            self._burst_since = None
             return None
-        now = time.monotonic()
-        if self._burst_since is None:
+        if self._burst_since is None or now - self._outrun_at > BURST_CALM:
             self._burst_since = now
+        self._outrun_at = now
         return self.burst_batch if now - self._burst_since < BURST_LIMIT else None
 
     def _run(self) -> None:
@@ -482,7 +486,7 @@ class BackgroundWorker:
         while not self._stop.is_set():
             self._defer()
             try:
-                result = self.processor.run_once(self._batch_limit())
+                result = self.processor.run_once(self.batch_limit(time.monotonic()))
                 backoff = 0.5
             except StoreUnavailable as exc:
                 log.warning("store unavailable, processing paused for %.1fs: %s", backoff, exc)
