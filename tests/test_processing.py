@@ -521,7 +521,7 @@ def test_a_burst_takes_small_batches_for_its_first_seconds_only(db: Database) ->
     assert limits == [5] * 26 + [None] * 4
     # calm for longer than BURST_CALM: the next one is a new burst
     arrivals = 0.0
-    assert worker.batch_limit(120.0) is None
+    assert worker.batch_limit(118.0) is None
     arrivals = 1e9
     assert worker.batch_limit(116.5 + worker_module.BURST_CALM + 0.1) == 5
 

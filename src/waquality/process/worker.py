@@ -8,6 +8,7 @@ fail is isolated and quarantined with the error, never retried forever and never
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -448,8 +449,8 @@ class BackgroundWorker:
         self.max_defer = max_defer
         self.arrivals = arrivals
         self.burst_batch = burst_batch
-        self._burst_since: float | None = None  # monotonic time the current burst began
-        self._outrun_at = 0.0  # when webhooks last came faster than processing
+        self._burst_since = 0.0  # monotonic time the current burst began
+        self._outrun_at = -math.inf  # when webhooks last came faster than processing
         self.wake: Wakeup = wake if wake is not None else threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -476,7 +477,7 @@ class BackgroundWorker:
         rate = self.processor.rate
         if self.arrivals is None or rate is None or self.arrivals() <= rate:
             return None
-        if self._burst_since is None or now - self._outrun_at > BURST_CALM:
+        if now - self._outrun_at > BURST_CALM:  # a new burst
             self._burst_since = now
         self._outrun_at = now
         return self.burst_batch if now - self._burst_since < BURST_LIMIT else None

@@ -156,8 +156,8 @@ class Database:
         checkpoints: bool = True,
     ) -> None:
         """``checkpoints=False`` (SQLite): commits never move the WAL into the database file,
-        for a process whose writes must not hold the write lock longer than they take, beside
-        one that calls :meth:`checkpoint` regularly."""
+        so that no commit holds the write gate longer than its own writes take; something else
+        must then call :meth:`checkpoint` regularly (``serve``'s housekeeping does)."""
         try:
             parsed = make_url(url)
         except Exception as exc:
