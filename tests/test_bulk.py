@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import String, Text, and_, cast, select
 
-from waquality.store import bulk, schema
+from waquality.store import bulk, keys, schema
 from waquality.store.database import Database
 
 m, ds = schema.messages, schema.delivery_stats
@@ -54,6 +54,16 @@ def test_rows_come_back_as_sqlalchemy_stores_them(db: Database) -> None:
     assert found["w.2"]["inbound"] is True
     assert found["w.3"]["read_at"] == T + timedelta(microseconds=1)
     assert found["w.5"]["at"] is None
+
+
+def test_json_values_equal_in_python_are_stored_as_given(db: Database) -> None:
+    values: list[Any] = [1, True, 0, False, "1"]  # 1 == True and 0 == False, yet not as JSON
+    with db.write() as conn:
+        bulk.insert(conn, m, [message(f"j.{i}", experiments=v) for i, v in enumerate(values)])
+    with db.read() as conn:
+        query = select(m.c.wamid, cast(m.c.experiments, Text))
+        texts: dict[str, str] = dict(conn.execute(query).all())
+    assert [texts[f"j.{i}"] for i in range(len(values))] == ["1", "true", "0", "false", '"1"']
 
 
 def test_a_taken_key_is_skipped_or_its_counters_added(db: Database) -> None:
@@ -124,3 +134,22 @@ def test_names_that_are_no_columns_are_refused(db: Database) -> None:
 def test_a_naive_time_is_refused(db: Database) -> None:
     with pytest.raises(ValueError, match="naive"), db.write() as conn:
         bulk.insert(conn, m, [message("w.1", at=datetime(2026, 1, 1))])
+
+
+AWKWARD = ['a"b', "c\\d", "{e,f}", "NULL", " sp ", "", "é👋", "x'y", "(1,2)"]
+
+
+def test_awkward_text_goes_through_bulk_writes_and_key_lookups(db: Database) -> None:
+    """Text that an array's or a JSON text form must quote or escape comes back as it went."""
+    rows = [message(f"k.{i}", phone_number_id="p", customer=v, at=T) for i, v in enumerate(AWKWARD)]
+    with db.write() as conn:
+        bulk.insert(conn, m, rows)
+        bodies = [{"wamid": f"k.{i}", "body": v} for i, v in enumerate(AWKWARD)]
+        bulk.update(conn, m, bodies, by=("wamid",))
+    table = keys.KeyTable(db.dialect, (String(), String(), schema.UTCDateTime()))
+    phone, customer, since = table.columns
+    on = and_(m.c.phone_number_id == phone, m.c.customer == customer, m.c.at >= since)
+    query = select(m.c.customer, m.c.body).select_from(table.table).join(m, on)
+    with db.read() as conn:
+        found = conn.execute(query, table.params([("p", v, T) for v in AWKWARD])).all()
+    assert sorted(found) == sorted((v, v) for v in AWKWARD)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -96,6 +97,8 @@ class _Prepared:
     sql: str
     columns: tuple[str, ...]  # in the statement's order
     converts: tuple[Convert | None, ...]
+    # per column: equal values convert alike (not JSON's, where 1 == True but "1" != "true")
+    by_value: tuple[bool, ...]
     arrays: bool  # True: one array per column (PostgreSQL); False: a tuple per row (SQLite)
 
 
@@ -108,17 +111,27 @@ def _run(conn: Connection, shape: _Shape, rows: Rows) -> None:
     if prepared is None:
         prepared = _sqlite(dialect, shape) if dialect.name == "sqlite" else _postgresql(shape)
         _PREPARED[(dialect.name, shape)] = prepared
-    converts = _once(prepared.converts)
-    pairs = tuple(zip(prepared.columns, converts, strict=True))
+    columns = [
+        _converted(list(map(itemgetter(name), rows)), convert, by_value)
+        for name, convert, by_value in zip(
+            prepared.columns, prepared.converts, prepared.by_value, strict=True
+        )
+    ]
     if prepared.arrays:
-        arrays = {
-            f"p{i}": [row[name] for row in rows] if f is None else [f(row[name]) for row in rows]
-            for i, (name, f) in enumerate(pairs)
-        }
-        conn.exec_driver_sql(prepared.sql, arrays)
+        conn.exec_driver_sql(prepared.sql, {f"p{i}": column for i, column in enumerate(columns)})
     else:
-        tuples = [tuple(row[n] if f is None else f(row[n]) for n, f in pairs) for row in rows]
-        conn.exec_driver_sql(prepared.sql, tuples)
+        conn.exec_driver_sql(prepared.sql, list(zip(*columns, strict=True)))
+
+
+def _converted(values: list[Any], convert: Convert | None, by_value: bool) -> list[Any]:
+    """``values`` through ``convert``; with ``by_value``, each distinct value converted once: a
+    batch's values repeat (Meta's times are whole seconds, one "now" for every row)."""
+    if convert is None:
+        return values
+    if not by_value:
+        return list(map(convert, values))
+    table = {value: convert(value) for value in set(values)}
+    return list(map(table.__getitem__, values))
 
 
 def _check(shape: _Shape) -> None:
@@ -168,8 +181,13 @@ def _sqlite(dialect: Dialect, shape: _Shape) -> _Prepared:
         columns = tuple(name[2:] for name in compiled.positiontup or ())
     if sorted(columns) != sorted(shape.columns):
         raise ValueError(f"{table.name}: the statement binds {columns}, the rows hold others")
-    converts = tuple(_sqlite_convert(dialect, table.c[c].type) for c in columns)
-    return _Prepared(compiled.string, columns, converts, arrays=False)
+    kinds = [table.c[c].type for c in columns]
+    converts = tuple(_sqlite_convert(dialect, kind) for kind in kinds)
+    return _Prepared(compiled.string, columns, converts, _by_value(kinds), arrays=False)
+
+
+def _by_value(kinds: Sequence[Any]) -> tuple[bool, ...]:
+    return tuple(not isinstance(kind, JSON) for kind in kinds)
 
 
 def _sqlite_convert(dialect: Dialect, kind: Any) -> Convert | None:
@@ -205,7 +223,7 @@ def _postgresql(shape: _Shape) -> _Prepared:
         statement = sql_update(table).where(and_(*match)).values(values)
     compiled = statement.compile(dialect=_PG)
     converts = tuple(_pg_convert(kind) for kind in kinds)
-    return _Prepared(compiled.string, columns, converts, arrays=True)
+    return _Prepared(compiled.string, columns, converts, _by_value(kinds), arrays=True)
 
 
 def _pg_convert(kind: Any) -> Convert | None:
@@ -225,18 +243,3 @@ def _or_none(convert: Convert) -> Convert:
         return None if value is None else convert(value)
 
     return converted
-
-
-def _once(converts: Sequence[Convert | None]) -> list[Convert | None]:
-    """``converts`` for one call, SQLite times converted once each: a batch's times repeat
-    (Meta's are whole seconds; one "now" for every row)."""
-    seen: dict[Any, Any] = {}
-
-    def time_once(value: Any) -> Any:
-        try:
-            return seen[value]
-        except KeyError:
-            seen[value] = found = sqlite_time(value)
-            return found
-
-    return [time_once if f is sqlite_time else f for f in converts]

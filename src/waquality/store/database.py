@@ -16,6 +16,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, NamedTuple
 
 import orjson
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -170,20 +171,7 @@ class Database:
             self.engine = _sqlite_engine(url, pool_size, int(write_timeout * 1000), checkpoints)
             self.gate: WriteGate = gate or WriteGate()
         elif self.dialect == "postgresql":
-            self.engine = create_engine(
-                url,
-                json_serializer=json_dumps,
-                json_deserializer=orjson.loads,
-                hide_parameters=True,
-                pool_size=pool_size,
-                max_overflow=pool_size,
-                pool_pre_ping=True,
-                connect_args={
-                    "options": "-c synchronous_commit=on "
-                    f"-c lock_timeout={int(write_timeout * 1000)}",
-                    "connect_timeout": 10,
-                },
-            )
+            self.engine = _postgresql_engine(url, pool_size, write_timeout)
             self.gate = _NoGate()
         else:
             raise ConfigError(
@@ -295,6 +283,31 @@ def _describe(exc: DBAPIError) -> str:
 
 def json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def _postgresql_engine(url: str, pool_size: int, write_timeout: float) -> Engine:
+    engine = create_engine(
+        url,
+        json_serializer=json_dumps,
+        json_deserializer=orjson.loads,
+        hide_parameters=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={
+            "options": f"-c synchronous_commit=on -c lock_timeout={int(write_timeout * 1000)}",
+            "connect_timeout": 10,
+        },
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Lists (the arrays of bulk writes and key lookups) in the binary format: the text
+        # format quotes and escapes every element in Python, which took longer than the
+        # database's own work on the rows.
+        dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
+
+    return engine
 
 
 def _sqlite_engine(url: str, pool_size: int, busy_timeout_ms: int, checkpoints: bool) -> Engine:
