@@ -132,11 +132,11 @@ class GroupCommitter:
                 # Whoever queued up meanwhile has waited already; a fresh attempt could make
                 # them wait a whole write timeout more. The store cannot commit: say so now.
                 batch += self._take_all()
-            _resolve(batch, error)
-            if error is None:
+            if error is None:  # counted before anyone is told: a waiter reads the rate at once
                 self._committed(len(batch))
-                if self._on_commit is not None:
-                    self._on_commit()
+            _resolve(batch, error)
+            if error is None and self._on_commit is not None:
+                self._on_commit()
 
 
 def _resolve(batch: list[_Pending], error: BaseException | None) -> None:
