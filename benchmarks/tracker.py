@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import cProfile
 import functools
+import gc
 import io
 import json
 import os
@@ -42,6 +43,7 @@ import tracker_report
 from harness import CpuSnapshot
 from waquality.analyse import delivery, response_times
 from waquality.domain.responses import Bucket
+from waquality.heap import freeze_startup_objects
 from waquality.process.worker import Processor
 from waquality.store import inbox, migrate, schema
 from waquality.store.database import Database
@@ -287,9 +289,11 @@ def process_once(
                 clock=lambda: clock_at,
                 tracker=Tracker(db) if tracked else None,
             )
+            freeze_startup_objects()  # as the processing child does once it is set up
             began = time.perf_counter()
             done, profile = _profiled(options.profile and tracked, processor.drain)
             seconds = time.perf_counter() - began
+            gc.unfreeze()
             run: dict[str, Any] = {
                 "tracker": tracked,
                 "seconds": seconds,

@@ -495,13 +495,24 @@ def test_a_batch_limit_takes_the_oldest_bodies_only(db: Database) -> None:
     assert [template(db, 20 + i)["status"] for i in range(11)] == ["APPROVED"] * 11
 
 
-def test_the_processing_rate_is_measured_on_full_batches_only(db: Database) -> None:
+def test_the_processing_rate_is_not_measured_on_tiny_batches(db: Database) -> None:
     processor = Processor(db, batch_size=4, clock=lambda: NOW)
     store(db, envelope(template_status(30, "APPROVED", T0)))
     assert processor.run_once().bodies == 1
     assert processor.rate is None  # one body of four says little about throughput
     store(db, *(envelope(template_status(31 + i, "APPROVED", T0)) for i in range(4)))
     assert processor.run_once().bodies == 4
+    assert processor.rate is not None and processor.rate > 0
+
+
+def test_a_burst_sized_batch_measures_the_processing_rate(db: Database) -> None:
+    burst = worker_module.BURST_BATCH
+    processor = Processor(db, batch_size=500, clock=lambda: NOW)
+    store(db, *(envelope(template_status(100 + i, "APPROVED", T0)) for i in range(burst - 1)))
+    assert processor.run_once().bodies == burst - 1
+    assert processor.rate is None
+    store(db, *(envelope(template_status(200 + i, "APPROVED", T0)) for i in range(burst)))
+    assert processor.run_once().bodies == burst
     assert processor.rate is not None and processor.rate > 0
 
 

@@ -43,6 +43,7 @@ def serve(host: str | None, port: int | None) -> None:
     """Receive webhooks, serve the API and process events (in a child process it supervises)."""
     import uvicorn
 
+    from waquality.heap import freeze_startup_objects
     from waquality.runtime import Runtime
 
     settings = _settings()
@@ -68,6 +69,7 @@ def serve(host: str | None, port: int | None) -> None:
         timeout_graceful_shutdown=10,
         server_header=False,
     )
+    freeze_startup_objects()
     uvicorn.Server(config).run()
 
 
@@ -75,6 +77,7 @@ def serve(host: str | None, port: int | None) -> None:
 def worker() -> None:
     """Process stored webhooks without the HTTP server (several may run on PostgreSQL)."""
     from waquality.alerting import setup
+    from waquality.heap import freeze_startup_objects
     from waquality.process.worker import BackgroundWorker, Processor
     from waquality.runtime import Runtime
     from waquality.store import tracker
@@ -97,6 +100,7 @@ def worker() -> None:
         ),
         idle_poll=0.5,
     )
+    freeze_startup_objects()
     background.start()
     click.echo("worker running; Ctrl-C stops it")
     stop.wait()

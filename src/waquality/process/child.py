@@ -103,6 +103,7 @@ def _child_main(
     from waquality.alerting.dispatch import Dispatcher, HealthChecks
     from waquality.alerting.signal_check import SignalEvaluator
     from waquality.graph.poller import Poller
+    from waquality.heap import freeze_startup_objects
     from waquality.periodic import Periodic
     from waquality.process.worker import BackgroundWorker, Processor, utcnow
     from waquality.store import tracker
@@ -171,6 +172,7 @@ def _child_main(
                 lambda: evaluator.run(utcnow()), interval=SIGNAL_CHECK, name="waquality-signals"
             )
         )
+    freeze_startup_objects()
     for worker in workers:
         worker.start()
     for loop in loops:

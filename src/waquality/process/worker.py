@@ -97,7 +97,7 @@ class Processor:
         self._wabas: set[str] = set()  # WABA rows known to exist
         self._touched: dict[str, datetime] = {}  # last_webhook_at written, per WABA
         self._shard = random.randrange(COUNTER_SHARDS)  # this worker's field_counts rows
-        self.rate: float | None = None  # bodies/s of full batches, parsing included, smoothed
+        self.rate: float | None = None  # bodies/s of batches not tiny, parsing included, smoothed
 
     def run_once(self, limit: int | None = None) -> BatchResult:
         """Process one batch of pending bodies (``batch_size``, or ``limit`` when smaller); an
@@ -150,8 +150,12 @@ class Processor:
         return result
 
     def _measure(self, bodies: int, seconds: float) -> None:
-        if bodies * 2 < self.batch_size or seconds <= 0:
-            return  # a small batch says more about fixed costs than about throughput
+        # A batch of a few bodies says more about fixed costs than about throughput. A burst's
+        # batches count (they understate the rate somewhat, which only makes bursts sooner
+        # noticed): a freshly started server that has only seen light traffic knows its rate
+        # before the first burst, instead of meeting it with a full batch.
+        if bodies < min(BURST_BATCH, self.batch_size / 2) or seconds <= 0:
+            return
         rate = bodies / seconds
         self.rate = rate if self.rate is None else self.rate + (rate - self.rate) * RATE_SMOOTHING
 

@@ -56,9 +56,8 @@ def insert_bodies(conn: Connection, bodies: Sequence[Body]) -> None:
 
 @functools.cache
 def _sqlite_insert(rows: int) -> str:
-    return "INSERT INTO raw_webhooks (body, received_at, quiet) VALUES " + ", ".join(
-        ["(?, ?, ?)"] * rows
-    )
+    placeholders = ", ".join(["(?, ?, ?)"] * rows)  # no value is ever part of the text
+    return f"INSERT INTO raw_webhooks (body, received_at, quiet) VALUES {placeholders}"  # noqa: S608
 
 
 def _oldest_pending(limit: int) -> Select[Any]:
