@@ -97,7 +97,7 @@ class Processor:
         self._wabas: set[str] = set()  # WABA rows known to exist
         self._touched: dict[str, datetime] = {}  # last_webhook_at written, per WABA
         self._shard = random.randrange(COUNTER_SHARDS)  # this worker's field_counts rows
-        self.rate: float | None = None  # bodies/s of batches not tiny, parsing included, smoothed
+        self.rate: float | None = None  # bodies/s of full batches, parsing included, smoothed
 
     def run_once(self, limit: int | None = None) -> BatchResult:
         """Process one batch of pending bodies (``batch_size``, or ``limit`` when smaller); an
@@ -150,12 +150,8 @@ class Processor:
         return result
 
     def _measure(self, bodies: int, seconds: float) -> None:
-        # A batch of a few bodies says more about fixed costs than about throughput. A burst's
-        # batches count (they understate the rate somewhat, which only makes bursts sooner
-        # noticed): a freshly started server that has only seen light traffic knows its rate
-        # before the first burst, instead of meeting it with a full batch.
-        if bodies < min(BURST_BATCH, self.batch_size / 2) or seconds <= 0:
-            return
+        if bodies * 2 < self.batch_size or seconds <= 0:
+            return  # a small batch says more about fixed costs than about throughput
         rate = bodies / seconds
         self.rate = rate if self.rate is None else self.rate + (rate - self.rate) * RATE_SMOOTHING
 
@@ -477,9 +473,17 @@ class BackgroundWorker:
     def batch_limit(self, now: float) -> int | None:
         """``burst_batch`` while webhooks arrive faster than processing can take them, for at
         most ``BURST_LIMIT`` seconds of a burst; a burst ends after ``BURST_CALM`` seconds in
-        which they did not (``now``: monotonic seconds)."""
+        which they did not (``now``: monotonic seconds). Until processing has measured its
+        rate (on a full batch), acknowledgements queueing up (``busy``) tell a burst: a fresh
+        server that has seen only light traffic would otherwise meet its first burst with a
+        full batch, holding SQLite's write lock for a quarter of a second."""
+        if self.arrivals is None:
+            return None
         rate = self.processor.rate
-        if self.arrivals is None or rate is None or self.arrivals() <= rate:
+        if rate is None:
+            if self.busy is None or not self.busy():
+                return None
+        elif self.arrivals() <= rate:
             return None
         if now - self._outrun_at > BURST_CALM:  # a new burst
             self._burst_since = now
