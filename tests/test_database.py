@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
-from waquality.store.database import Database
+from waquality.errors import StoreConflict, StoreUnavailable
+from waquality.store.database import Database, unavailable_on_error
 
 PAGE = 4096
 
@@ -53,3 +56,22 @@ def test_commits_checkpoint_the_wal_unless_told_not_to(tmp_path: Path, checkpoin
             assert _wal_frames(db) < 10
     finally:
         db.dispose()
+
+
+def _raised_from(error: Exception) -> BaseException:
+    with pytest.raises(Exception) as caught, unavailable_on_error():
+        raise error
+    return caught.value
+
+
+def test_driver_errors_are_told_apart_like_those_sqlalchemy_wraps() -> None:
+    # Some writes (the inbox's, the COPY of acknowledged bodies) use the driver itself.
+    full = _raised_from(sqlite3.OperationalError("database or disk is full"))
+    assert isinstance(full, StoreUnavailable) and str(full) == "database or disk is full"
+    gone = _raised_from(psycopg.OperationalError("connection failed\nDETAIL: more"))
+    assert isinstance(gone, StoreUnavailable) and str(gone) == "connection failed"
+    assert isinstance(_raised_from(psycopg.errors.SerializationFailure("retry")), StoreConflict)
+    assert isinstance(_raised_from(psycopg.errors.DeadlockDetected("retry")), StoreConflict)
+    bad = sqlite3.IntegrityError("UNIQUE constraint failed")
+    assert _raised_from(bad) is bad  # a bug, not an outage: it goes up as it is
+

@@ -8,6 +8,7 @@ webhook acknowledgements go before background processing. PostgreSQL commits wit
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, NamedTuple
 
 import orjson
+import psycopg
 from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
@@ -268,17 +270,27 @@ def unavailable_on_error() -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) in _CONFLICT_STATES:
-            raise StoreConflict(_describe(exc)) from exc
-        if isinstance(exc, OperationalError) or exc.connection_invalidated:
-            raise StoreUnavailable(_describe(exc)) from exc
+        _raise_for(exc.orig, unavailable=isinstance(exc, OperationalError))
+        if exc.connection_invalidated:
+            raise StoreUnavailable(_describe(exc.orig or exc)) from exc
+        raise
+    except (sqlite3.Error, psycopg.Error) as exc:  # from writes that use the driver itself
+        _raise_for(
+            exc, unavailable=isinstance(exc, sqlite3.OperationalError | psycopg.OperationalError)
+        )
         raise
 
 
-def _describe(exc: DBAPIError) -> str:
-    original = exc.orig
-    text = str(original).strip().splitlines()[0] if original else type(exc).__name__
-    return text[:200]
+def _raise_for(error: BaseException | None, *, unavailable: bool) -> None:
+    if getattr(error, "sqlstate", None) in _CONFLICT_STATES:
+        raise StoreConflict(_describe(error)) from error
+    if unavailable:
+        raise StoreUnavailable(_describe(error)) from error
+
+
+def _describe(error: BaseException | None) -> str:
+    text = str(error).strip().splitlines()[0] if error else ""
+    return (text or type(error).__name__)[:200]
 
 
 def json_dumps(value: Any) -> str:
