@@ -870,6 +870,11 @@ DYNAMIC_SQL = {
     ("store/database.py", "pragma"): (
         "iterates SQLITE_PRAGMAS (constant strings) and the busy_timeout f-string above"
     ),
+    (
+        "store/inbox.py",
+        "'INSERT INTO raw_webhooks (body, received_at, quiet) VALUES (?, ?, ?)' + "
+        "', (?, ?, ?)' * (rows - 1)",
+    ): "a constant row of placeholders repeated an int number of times; values are bound",
     ("store/bulk.py", "prepared.sql"): (
         "SQLAlchemy's compilation of an INSERT or UPDATE of a schema table, its columns checked "
         "against the table's; every value is a bound parameter"
