@@ -480,10 +480,8 @@ class BackgroundWorker:
         if self.arrivals is None:
             return None
         rate = self.processor.rate
-        if rate is None:
-            if self.busy is None or not self.busy():
-                return None
-        elif self.arrivals() <= rate:
+        outrun = bool(self.busy and self.busy()) if rate is None else self.arrivals() > rate
+        if not outrun:
             return None
         if now - self._outrun_at > BURST_CALM:  # a new burst
             self._burst_since = now
