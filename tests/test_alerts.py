@@ -447,6 +447,49 @@ def test_an_alert_that_fires_and_resolves_within_one_batch_is_kept_and_told(db: 
         assert "PAUSED" in told[0].body["title"] and "[RESOLVED]" in told[1].body["title"]
 
 
+def test_one_batch_resolves_escalates_and_fires_several_alerts(db: Database) -> None:
+    """Alerts of one batch are written together: each keeps its own last step, and only a
+    resolution whose firing was told is told."""
+    clock = Clock()
+    with delivery(db, "json://127.0.0.1:9/unused", clock=clock) as (al, _):
+        setup = [template_status(t, "APPROVED", T0) for t in (1, 2, 3, 4)]
+        process(db, al, *setup, clock=clock)
+        told = [template_status(1, "PAUSED", T0 + 10), template_status(2, "FLAGGED", T0 + 10)]
+        assert process(db, al, *told, clock=clock) == 2
+        hour = clock.now + timedelta(hours=1)
+        silence = add_silence(db, {"template_id": "4"}, "known", hour, clock.now)
+        assert process(db, al, template_status(4, "PAUSED", T0 + 20), clock=clock) == 0
+        assert expire_silence(db, silence["id"], clock.now)
+        clock.now += timedelta(minutes=1)
+        batch = [
+            template_status(1, "APPROVED", T0 + 100),  # resolves: its firing was told
+            template_status(2, "PAUSED", T0 + 100),  # escalates
+            template_status(3, "PAUSED", T0 + 100),  # fires, new
+            template_status(4, "APPROVED", T0 + 100),  # resolves: its firing was never told
+        ]
+        assert process(db, al, *batch, clock=clock) == 3
+    found = {
+        (a["rule"], a["labels"]["template_id"]): (a["state"], a["severity"], a["updated_at"])
+        for a in alerts(db)
+    }
+    later = clock.now
+    assert found == {
+        ("template_status", "1"): ("resolved", "critical", later),
+        ("template_status", "2"): ("firing", "critical", later),
+        ("template_status", "3"): ("firing", "critical", later),
+        ("template_status", "4"): ("resolved", "critical", later),
+    }
+    last = [(n["fingerprint"], n["status"]) for n in outbox(db)][-3:]
+    fingerprints = {a["labels"]["template_id"]: a["fingerprint"] for a in alerts(db)}
+    assert sorted(last) == sorted(
+        [
+            (fingerprints["1"], "resolved"),
+            (fingerprints["2"], "firing"),
+            (fingerprints["3"], "firing"),
+        ]
+    )
+
+
 def test_a_separate_worker_queues_notifications_for_the_configured_receivers(
     database_url: str, tmp_path: Path
 ) -> None:

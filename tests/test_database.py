@@ -74,4 +74,3 @@ def test_driver_errors_are_told_apart_like_those_sqlalchemy_wraps() -> None:
     assert isinstance(_raised_from(psycopg.errors.DeadlockDetected("retry")), StoreConflict)
     bad = sqlite3.IntegrityError("UNIQUE constraint failed")
     assert _raised_from(bad) is bad  # a bug, not an outage: it goes up as it is
-

@@ -18,7 +18,7 @@ from waquality.alerting.event_rules import BUILT_IN, EventRule
 from waquality.alerting.event_rules import evaluate as evaluate_events
 from waquality.alerting.rules import Severity, Signal, evaluate, fingerprint
 from waquality.domain.events import Event
-from waquality.store import inbox, schema
+from waquality.store import bulk, inbox, schema
 from waquality.store.database import Database
 from waquality.store.state import Changed
 
@@ -115,7 +115,7 @@ def record(
         return 0
     query = select(a).where(a.c.fingerprint.in_(sorted(by_alert))).with_for_update()
     existing = {row.fingerprint: row for row in conn.execute(query)}
-    changed: list[tuple[str, dict[str, Any]]] = []
+    steps_of: dict[str, list[dict[str, Any]]] = {}
     for key, timed_signals in sorted(by_alert.items()):
         row: Any = existing.get(key)
         steps = []
@@ -124,19 +124,10 @@ def record(
             if values is not None:
                 steps.append(values)
                 row = SimpleNamespace(**values)
-        if not steps:
-            continue
-        final = steps[-1]
-        if key in existing:
-            conn.execute(update(a).where(a.c.fingerprint == key).values(**final))
-        else:
-            statement = db.insert(a).on_conflict_do_nothing(index_elements=[a.c.fingerprint])
-            inserted = conn.execute(
-                statement.values(fingerprint=key, **final).returning(a.c.fingerprint)
-            ).first()
-            if inserted is None:
-                continue  # another process fired it a moment ago, and tells it
-        changed += [(key, values) for values in steps]
+        if steps:
+            steps_of[key] = steps
+    written = _write_alerts(conn, steps_of, set(existing), db)
+    changed = [(key, values) for key in written for values in steps_of[key]]
     final_state = {key: values["state"] for key, values in changed}  # the last step wins
     ends_firing = {key for key, state in final_state.items() if state == AlertState.FIRING}
     if not notify:  # a quiet replay: the alerts change, nobody is told (as if already told)
@@ -145,12 +136,12 @@ def record(
     mute = Muting.load(conn, now)
     outbox: list[dict[str, Any]] = []
     told_here: set[str] = set()
+    resolved = {key for key, values in changed if values["state"] == AlertState.RESOLVED}
+    notified = _notified(conn, resolved)
     for key, values in changed:
         if mute.muted(values["rule"], values["labels"]):
             continue
-        if values["state"] == AlertState.RESOLVED and not (
-            key in told_here or _was_notified(conn, key)
-        ):
+        if values["state"] == AlertState.RESOLVED and not (key in told_here or key in notified):
             continue
         notes = _notifications(conn, key, values, alerting, now)
         if values["state"] == AlertState.FIRING and notes:
@@ -246,9 +237,37 @@ def _transition(timed: Timed, row: Any, now: datetime) -> dict[str, Any] | None:
     }
 
 
-def _was_notified(conn: Connection, key: str) -> bool:
-    query = select(n.c.id).where(n.c.fingerprint == key, n.c.status == AlertState.FIRING)
-    return conn.execute(query.limit(1)).first() is not None
+def _write_alerts(
+    conn: Connection, steps_of: dict[str, list[dict[str, Any]]], known: set[str], db: Database
+) -> list[str]:
+    """Store each alert's last step (stored alerts updated a few statements for all, new ones
+    inserted in one); returns the alerts written, in order: a new alert another process fired a
+    moment ago is left to it, and it tells it."""
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    inserts: list[dict[str, Any]] = []
+    for key, steps in steps_of.items():
+        final = {"fingerprint": key, **steps[-1], "state": str(steps[-1]["state"])}
+        if key in known:
+            updates.setdefault(tuple(final), []).append(final)
+        else:
+            inserts.append({"notified_at": None, **final})  # a new alert is firing, or was
+    for rows in updates.values():
+        bulk.update(conn, a, rows, by=("fingerprint",))
+    inserted: set[str] = set()
+    if inserts:
+        statement = db.insert(a).on_conflict_do_nothing(index_elements=[a.c.fingerprint])
+        inserted = set(conn.execute(statement.returning(a.c.fingerprint), inserts).scalars())
+    return [key for key in steps_of if key in known or key in inserted]
+
+
+def _notified(conn: Connection, keys: set[str]) -> set[str]:
+    """Those of ``keys`` whose firing was told (a resolution is told only then)."""
+    if not keys:
+        return set()
+    query = select(n.c.fingerprint).where(
+        n.c.fingerprint.in_(sorted(keys)), n.c.status == AlertState.FIRING.value
+    )
+    return set(conn.execute(query.distinct()).scalars())
 
 
 def _queue(db: Database, conn: Connection, outbox: list[dict[str, Any]]) -> int:
