@@ -52,7 +52,6 @@ from waquality.store.database import json_dumps
 from waquality.store.schema import UTCDateTime, sqlite_time, utc
 
 Convert = Callable[[Any], Any]
-ColumnConvert = Callable[[list[Any]], list[Any]]  # a column's values → as the driver takes them
 Rows = Sequence[Mapping[str, Any]]
 _PG: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -97,7 +96,8 @@ class _Shape:
 class _Prepared:
     sql: str
     columns: tuple[str, ...]  # in the statement's order
-    converts: tuple[ColumnConvert | None, ...]
+    converts: tuple[Convert | None, ...]
+    by_value: tuple[bool, ...]  # False: every value converted (JSON's)
     arrays: bool  # True: one array per column (PostgreSQL); False: a tuple per row (SQLite)
 
 
@@ -110,30 +110,34 @@ def _run(conn: Connection, shape: _Shape, rows: Rows) -> None:
     if prepared is None:
         prepared = _sqlite(dialect, shape) if dialect.name == "sqlite" else _postgresql(shape)
         _PREPARED[(dialect.name, shape)] = prepared
-    columns = []
-    for name, convert in zip(prepared.columns, prepared.converts, strict=True):
-        values = list(map(itemgetter(name), rows))
-        columns.append(values if convert is None else convert(values))
+    columns = _converted(prepared, rows)
     if prepared.arrays:
         conn.exec_driver_sql(prepared.sql, {f"p{i}": column for i, column in enumerate(columns)})
     else:
         conn.exec_driver_sql(prepared.sql, list(zip(*columns, strict=True)))
 
 
-def _per_column(convert: Convert | None, kind: Any) -> ColumnConvert | None:
-    """``convert`` for a column's values, each distinct value converted once: a batch's values
-    repeat (Meta's times are whole seconds, one "now" for every row). Not JSON's: 1 == True in
-    Python, yet "1" != "true"."""
-    if convert is None:
-        return None
-    if isinstance(kind, JSON):
-        return lambda values: list(map(convert, values))
-
-    def by_value(values: list[Any]) -> list[Any]:
-        table = {value: convert(value) for value in set(values)}
-        return list(map(table.__getitem__, values))
-
-    return by_value
+def _converted(prepared: _Prepared, rows: Rows) -> list[list[Any]]:
+    """Each column's values as the driver takes them. A distinct value is converted once per
+    call, across the columns converted alike: a batch's values repeat (Meta's times are whole
+    seconds, a message's time is its sent time, one "now" for every row). Not JSON's: 1 == True
+    in Python, yet "1" != "true"."""
+    memos: dict[Convert, dict[Any, Any]] = {}
+    columns = []
+    for name, convert, by_value in zip(
+        prepared.columns, prepared.converts, prepared.by_value, strict=True
+    ):
+        values = list(map(itemgetter(name), rows))
+        if convert is None:
+            columns.append(values)
+        elif not by_value:
+            columns.append(list(map(convert, values)))
+        else:
+            memo = memos.setdefault(convert, {})
+            for value in set(values).difference(memo):
+                memo[value] = convert(value)
+            columns.append(list(map(memo.__getitem__, values)))
+    return columns
 
 
 def _check(shape: _Shape) -> None:
@@ -184,8 +188,12 @@ def _sqlite(dialect: Dialect, shape: _Shape) -> _Prepared:
     if sorted(columns) != sorted(shape.columns):
         raise ValueError(f"{table.name}: the statement binds {columns}, the rows hold others")
     kinds = [table.c[c].type for c in columns]
-    converts = tuple(_per_column(_sqlite_convert(dialect, kind), kind) for kind in kinds)
-    return _Prepared(compiled.string, columns, converts, arrays=False)
+    converts = tuple(_sqlite_convert(dialect, kind) for kind in kinds)
+    return _Prepared(compiled.string, columns, converts, _by_value(kinds), arrays=False)
+
+
+def _by_value(kinds: list[Any]) -> tuple[bool, ...]:
+    return tuple(not isinstance(kind, JSON) for kind in kinds)
 
 
 def _sqlite_convert(dialect: Dialect, kind: Any) -> Convert | None:
@@ -220,8 +228,8 @@ def _postgresql(shape: _Shape) -> _Prepared:
         values = {c: value[c] for c in columns if c not in shape.keys}
         statement = sql_update(table).where(and_(*match)).values(values)
     compiled = statement.compile(dialect=_PG)
-    converts = tuple(_per_column(_pg_convert(kind), kind) for kind in kinds)
-    return _Prepared(compiled.string, columns, converts, arrays=True)
+    converts = tuple(_pg_convert(kind) for kind in kinds)
+    return _Prepared(compiled.string, columns, converts, _by_value(kinds), arrays=True)
 
 
 def _pg_convert(kind: Any) -> Convert | None:
