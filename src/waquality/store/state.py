@@ -28,7 +28,6 @@ from sqlalchemy import (
     Connection,
     Integer,
     Table,
-    bindparam,
     delete,
     select,
     tuple_,
@@ -366,18 +365,11 @@ class StateWriter:
             if not dirty:
                 continue
             table = schema.STATE_TABLES[kind]
-            pk = _PK.get(kind, "id")
-            columns = [c.key for c in table.c if c.key != pk]
-            statement = (
-                update(table)
-                .where(table.c[pk] == bindparam("_pk"))
-                .values({c: bindparam(f"_{c}") for c in columns})
-            )
-            params = []
+            columns = [c.key for c in table.c]
             for row in dirty:
                 row["updated_at"] = self.now
-                params.append({"_pk": row[pk], **{f"_{c}": row[c] for c in columns}})
-            self.conn.execute(statement, params)
+            rows = [{c: row[c] for c in columns} for row in dirty]
+            bulk.update(self.conn, table, rows, by=(_PK.get(kind, "id"),))
         self._dirty.clear()
 
 
