@@ -86,6 +86,29 @@ def test_a_taken_key_is_skipped_or_its_counters_added(db: Database) -> None:
     assert totals == {"a": (5, 0), "b": (1, 0)}
 
 
+def test_insert_new_returns_what_it_inserted_and_leaves_taken_keys_alone(db: Database) -> None:
+    e = schema.events
+
+    def event(key: str, kind: str) -> dict[str, Any]:
+        return {"dedupe_key": key, "raw_id": None, "source": "webhook", "field": "account_update",
+                "kind": kind, "waba_id": "1", "subject_kind": None, "subject_id": None,
+                "occurred_at": T, "received_at": T, "value": {"k": [1, None]}}  # fmt: skip
+
+    keys = ("id", "dedupe_key")
+    with db.write() as conn:
+        assert bulk.insert_new(conn, e, [], key="dedupe_key", returning=keys) == []
+        first = bulk.insert_new(conn, e, [event("a", "one"), event("b", "one")], key="dedupe_key",
+                                returning=keys)  # fmt: skip
+        again = [event("b", "two"), event("c", "two"), event("d", "two")]
+        second = bulk.insert_new(conn, e, again, key="dedupe_key", returning=keys)
+    with db.read() as conn:
+        rows = {r.dedupe_key: r for r in conn.execute(select(e))}
+    assert sorted(k for _, k in first) == ["a", "b"] and sorted(k for _, k in second) == ["c", "d"]
+    assert {k: i for i, k in first + second} == {k: r.id for k, r in rows.items()}
+    assert rows["b"].kind == "one"  # the taken key kept its row
+    assert rows["d"].value == {"k": [1, None]} and rows["d"].occurred_at == T
+
+
 def test_an_update_sets_the_other_columns_of_the_rows_it_matches(db: Database) -> None:
     later = (T + timedelta(hours=1)).astimezone(PLUS_FIVE)
     with db.write() as conn:

@@ -424,6 +424,32 @@ def test_concurrent_workers_never_handle_a_body_twice(db: Database) -> None:
     assert {r["pause_count"] for r in rows(db, schema.templates)} == {1}
 
 
+def test_concurrent_workers_make_one_event_of_a_redelivered_change(db: Database) -> None:
+    """Meta redelivers: the same changes in other bodies, taken by other workers at once."""
+    events = [template_status(t, "PAUSED", T0 + t, title="FIRST_PAUSE") for t in range(1, 61)]
+    bodies = [envelope(*events[i : i + 4]) for i in range(0, len(events), 4)]
+    store(db, *bodies, *reversed(bodies), *bodies)
+    results: list[BatchResult] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(Processor(db, batch_size=5, clock=lambda: NOW).drain())
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors
+    assert sum(r.bodies for r in results) == 3 * len(bodies)
+    assert sum(r.events for r in results) == len(events) == count(db, schema.events)
+    assert sum(r.duplicates for r in results) == 2 * len(events)
+    assert [r["pause_count"] for r in rows(db, schema.templates)] == [1] * len(events)
+
+
 def test_retention_deletes_or_redacts_customer_payloads(db: Database) -> None:
     old = NOW - timedelta(days=40)
     mixed = envelope(messages_status(), template_status(5, "APPROVED", 100))

@@ -27,7 +27,7 @@ from waquality.domain.events import Event, UserPreference
 from waquality.errors import StoreConflict, StoreUnavailable
 from waquality.process.interpret import interpret
 from waquality.process.parse import Broken, ParsedBody, parse_body
-from waquality.store import inbox, privacy, schema, watch
+from waquality.store import bulk, inbox, privacy, schema, watch
 from waquality.store.database import Database
 from waquality.store.state import StateWriter, TimedChange, join_phone
 from waquality.store.tracker import Preference, Tracker
@@ -334,13 +334,11 @@ class Processor:
                 }
         if not rows:
             return []
-        e = schema.events
-        statement = (
-            self.db.insert(e)
-            .on_conflict_do_nothing(index_elements=[e.c.dedupe_key])
-            .returning(e.c.id, e.c.dedupe_key)
-        )
-        inserted = conn.execute(statement, list(rows.values())).all()
+        wanted = list(rows.values())
+        keys = ("id", "dedupe_key")
+        inserted = bulk.insert_new(conn, schema.events, wanted, key="dedupe_key", returning=keys)
+        order = {key: index for index, key in enumerate(rows)}
+        inserted.sort(key=lambda found: order[found[1]])  # the order they came in
         result.events = len(inserted)
         result.duplicates += len(rows) - len(inserted)
         return [(events[key][0], events[key][1], event_id) for event_id, key in inserted]

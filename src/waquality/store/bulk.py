@@ -17,6 +17,7 @@ The statements are SQLAlchemy's, made from the table and compiled once per shape
     bulk.insert(conn, schema.messages, rows, conflict=("wamid",))          # ON CONFLICT DO NOTHING
     bulk.insert(conn, schema.delivery_stats, rows, conflict=keys, add=counters)  # counters add up
     bulk.update(conn, schema.messages, rows, by=("wamid",))  # rows: the key and the new values
+    bulk.insert_new(conn, schema.events, rows, key="dedupe_key", returning=("id", "dedupe_key"))
 
 Every row of one call has the same columns. Rows of one call must not share a key.
 """
@@ -70,6 +71,39 @@ def insert(
         _run(conn, _Shape("insert", table, _columns(rows), tuple(conflict), tuple(add)), rows)
 
 
+def insert_new(
+    conn: Connection, table: Table, rows: Rows, *, key: str, returning: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """Insert the rows whose ``key`` (a unique column) is not taken; returns the ``returning``
+    columns of the rows inserted, in no set order. A row that another writer inserted first
+    under the same key is neither inserted nor returned."""
+    if not rows:
+        return []
+    if conn.dialect.name == "postgresql":
+        shape = _Shape("insert", table, _columns(rows), (key,), (), tuple(returning))
+        return [tuple(row) for row in _run(conn, shape, rows)]
+    # SQLite: the transaction holds the one write lock (BEGIN IMMEDIATE) from its start, so no
+    # other writer can take a key between the look and the insert.
+    column = table.c[key]
+    taken = set(_where_in(conn, [column], column, [row[key] for row in rows]))
+    fresh = [row for row in rows if row[key] not in taken]
+    insert(conn, table, fresh)
+    found = _where_in(conn, [table.c[c] for c in returning], column, [row[key] for row in fresh])
+    return [tuple(row) for row in found]
+
+
+def _where_in(conn: Connection, columns: list[Any], column: Any, values: list[Any]) -> list[Any]:
+    """``columns`` of the rows whose ``column`` is one of ``values``."""
+    found: list[Any] = []
+    for start in range(0, len(values), _IN_CHUNK):
+        query = select(*columns).where(column.in_(values[start : start + _IN_CHUNK]))
+        found += conn.execute(query).all() if len(columns) > 1 else conn.execute(query).scalars()
+    return found
+
+
+_IN_CHUNK = 10_000  # values bound in one IN (SQLite takes 32,766 parameters)
+
+
 def update(conn: Connection, table: Table, rows: Rows, *, by: Sequence[str]) -> None:
     """Set the other columns of ``rows`` in the stored rows whose ``by`` columns match."""
     if rows:
@@ -90,6 +124,7 @@ class _Shape:
     columns: tuple[str, ...]
     keys: tuple[str, ...]  # insert: the conflict target; update: the columns that match
     add: tuple[str, ...]
+    returning: tuple[str, ...] = ()  # PostgreSQL's inserts only
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,17 +139,20 @@ class _Prepared:
 _PREPARED: dict[tuple[str, _Shape], _Prepared] = {}
 
 
-def _run(conn: Connection, shape: _Shape, rows: Rows) -> None:
+def _run(conn: Connection, shape: _Shape, rows: Rows) -> Sequence[Any]:
+    """Runs the statement; returns the rows it returns (PostgreSQL's with ``RETURNING``)."""
     dialect = conn.dialect
     prepared = _PREPARED.get((dialect.name, shape))
     if prepared is None:
         prepared = _sqlite(dialect, shape) if dialect.name == "sqlite" else _postgresql(shape)
         _PREPARED[(dialect.name, shape)] = prepared
     columns = _converted(prepared, rows)
-    if prepared.arrays:
-        conn.exec_driver_sql(prepared.sql, {f"p{i}": column for i, column in enumerate(columns)})
-    else:
+    if not prepared.arrays:
         conn.exec_driver_sql(prepared.sql, list(zip(*columns, strict=True)))
+        return []
+    params = {f"p{i}": column for i, column in enumerate(columns)}
+    result = conn.exec_driver_sql(prepared.sql, params)
+    return result.all() if shape.returning else []
 
 
 def _converted(prepared: _Prepared, rows: Rows) -> list[list[Any]]:
@@ -142,7 +180,8 @@ def _converted(prepared: _Prepared, rows: Rows) -> list[list[Any]]:
 
 def _check(shape: _Shape) -> None:
     names = set(shape.table.c.keys())
-    unknown = [c for c in (*shape.columns, *shape.keys, *shape.add) if c not in names]
+    named = (*shape.columns, *shape.keys, *shape.add, *shape.returning)
+    unknown = [c for c in named if c not in names]
     if unknown:
         raise ValueError(f"{shape.table.name} has no column {unknown[0]!r}")
     defaults = [
@@ -223,6 +262,8 @@ def _postgresql(shape: _Shape) -> _Prepared:
     if shape.verb == "insert":
         rows = select(*(value[c] for c in columns)).select_from(source)
         statement = _on_conflict(postgresql.insert(table).from_select(list(columns), rows), shape)
+        if shape.returning:
+            statement = statement.returning(*(table.c[c] for c in shape.returning))
     else:
         match = [table.c[k] == value[k] for k in shape.keys]
         values = {c: value[c] for c in columns if c not in shape.keys}
