@@ -387,6 +387,26 @@ def test_a_body_that_breaks_the_code_is_isolated(
     assert template(db, 666)["status"] == "APPROVED"
 
 
+def drain_at_once(db: Database, workers: int, batch_size: int) -> list[BatchResult]:
+    """What each of ``workers`` processors, in threads of their own, drained at once."""
+    results: list[BatchResult] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(Processor(db, batch_size=batch_size, clock=lambda: NOW).drain())
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors
+    return results
+
+
 def test_concurrent_workers_never_handle_a_body_twice(db: Database) -> None:
     events = []
     for template_id in range(1, 121):
@@ -398,21 +418,7 @@ def test_concurrent_workers_never_handle_a_body_twice(db: Database) -> None:
     random.Random(3).shuffle(events)
     bodies = [envelope(*events[i : i + 3]) for i in range(0, len(events), 3)]
     store(db, *bodies)
-    results: list[BatchResult] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            results.append(Processor(db, batch_size=7, clock=lambda: NOW).drain())
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not errors
+    results = drain_at_once(db, workers=4, batch_size=7)
     assert sum(r.bodies for r in results) == len(bodies)
     assert sum(r.events for r in results) == len(events) == count(db, schema.events)
     for template_id in (1, 60, 120):
@@ -429,21 +435,7 @@ def test_concurrent_workers_make_one_event_of_a_redelivered_change(db: Database)
     events = [template_status(t, "PAUSED", T0 + t, title="FIRST_PAUSE") for t in range(1, 61)]
     bodies = [envelope(*events[i : i + 4]) for i in range(0, len(events), 4)]
     store(db, *bodies, *reversed(bodies), *bodies)
-    results: list[BatchResult] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            results.append(Processor(db, batch_size=5, clock=lambda: NOW).drain())
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not errors
+    results = drain_at_once(db, workers=4, batch_size=5)
     assert sum(r.bodies for r in results) == 3 * len(bodies)
     assert sum(r.events for r in results) == len(events) == count(db, schema.events)
     assert sum(r.duplicates for r in results) == 2 * len(events)
