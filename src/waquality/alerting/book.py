@@ -126,7 +126,7 @@ def record(
                 row = SimpleNamespace(**values)
         if steps:
             steps_of[key] = steps
-    written = _write_alerts(conn, steps_of, set(existing), db)
+    written = _write_alerts(conn, steps_of, set(existing))
     changed = [(key, values) for key in written for values in steps_of[key]]
     final_state = {key: values["state"] for key, values in changed}  # the last step wins
     ends_firing = {key for key, state in final_state.items() if state == AlertState.FIRING}
@@ -238,7 +238,7 @@ def _transition(timed: Timed, row: Any, now: datetime) -> dict[str, Any] | None:
 
 
 def _write_alerts(
-    conn: Connection, steps_of: dict[str, list[dict[str, Any]]], known: set[str], db: Database
+    conn: Connection, steps_of: dict[str, list[dict[str, Any]]], known: set[str]
 ) -> list[str]:
     """Store each alert's last step (stored alerts updated a few statements for all, new ones
     inserted in one); returns the alerts written, in order: a new alert another process fired a
@@ -253,10 +253,8 @@ def _write_alerts(
             inserts.append({"notified_at": None, **final})  # a new alert is firing, or was
     for rows in updates.values():
         bulk.update(conn, a, rows, by=("fingerprint",))
-    inserted: set[str] = set()
-    if inserts:
-        statement = db.insert(a).on_conflict_do_nothing(index_elements=[a.c.fingerprint])
-        inserted = set(conn.execute(statement.returning(a.c.fingerprint), inserts).scalars())
+    new = bulk.insert_new(conn, a, inserts, key="fingerprint", returning=("fingerprint",))
+    inserted = {key for (key,) in new}
     return [key for key in steps_of if key in known or key in inserted]
 
 

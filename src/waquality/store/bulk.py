@@ -85,7 +85,7 @@ def insert_new(
     # SQLite: the transaction holds the one write lock (BEGIN IMMEDIATE) from its start, so no
     # other writer can take a key between the look and the insert.
     column = table.c[key]
-    taken = set(_where_in(conn, [column], column, [row[key] for row in rows]))
+    taken = {found for (found,) in _where_in(conn, [column], column, [row[key] for row in rows])}
     fresh = [row for row in rows if row[key] not in taken]
     insert(conn, table, fresh)
     found = _where_in(conn, [table.c[c] for c in returning], column, [row[key] for row in fresh])
@@ -97,7 +97,7 @@ def _where_in(conn: Connection, columns: list[Any], column: Any, values: list[An
     found: list[Any] = []
     for start in range(0, len(values), _IN_CHUNK):
         query = select(*columns).where(column.in_(values[start : start + _IN_CHUNK]))
-        found += conn.execute(query).all() if len(columns) > 1 else conn.execute(query).scalars()
+        found += conn.execute(query).all()
     return found
 
 
