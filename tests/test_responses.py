@@ -18,6 +18,7 @@ from waquality.domain.responses import (
     bucket_start,
     track,
 )
+from waquality.store.stats import Deltas
 
 T = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
 LATER = T + timedelta(days=30)
@@ -165,3 +166,18 @@ def test_buckets_of_hours_in_order_or_not_match_bucket_start(zone: str, bucket: 
     of = BucketOf(bucket, zone)
     for hour in hours + half:
         assert of(hour) == bucket_start(hour, bucket, zone)
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+@given(
+    st.lists(st.integers(0, 10 * 365 * 24 * 3600 * 1000), min_size=1, max_size=20),
+    st.sampled_from(["UTC", "Europe/Paris", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns"]),
+)
+def test_the_hour_a_change_counts_in_is_the_zones_hour_start(millis: list[int], zone: str) -> None:
+    deltas = Deltas(zone=zone)  # one remembers the hours it met: each is asked again
+    for moment in [datetime(2020, 1, 1, tzinfo=UTC) + timedelta(milliseconds=m) for m in millis]:
+        for _ in range(2):
+            found = deltas.hour(moment)
+            assert found == bucket_start(moment, Bucket.HOUR, zone)
+            assert found.utcoffset() == bucket_start(moment, Bucket.HOUR, zone).utcoffset()
+            assert found <= moment < found + timedelta(hours=1)

@@ -8,7 +8,7 @@ Aliases normalise spellings that mean the same thing (``NA`` → ``UNKNOWN``).
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Self, cast
 
 _ALIASES: dict[str, dict[str, str]] = {
     "QualityRating": {"NA": "UNKNOWN", "HIGH": "GREEN", "MEDIUM": "YELLOW", "LOW": "RED"},
@@ -50,7 +50,8 @@ class MetaEnum(StrEnum):
             return None
         if isinstance(value, bool) or not isinstance(value, str | int):
             return cls("UNKNOWN")
-        return cls(str(value))
+        exact = cls._value2member_map_.get(value)  # Enum's own lookup, without its call
+        return cast(Self, exact) if exact is not None else cls(str(value))
 
 
 class WebhookField(MetaEnum):
@@ -399,7 +400,12 @@ class LowerEnum(StrEnum):
 
     @classmethod
     def parse(cls, value: object) -> Self:
-        return cls(value if isinstance(value, str) else "unknown")
+        exact = cls._value2member_map_.get(value) if isinstance(value, str) else None
+        return (
+            cast(Self, exact)
+            if exact is not None
+            else cls(value if isinstance(value, str) else "unknown")
+        )
 
 
 class SenderKind(LowerEnum):
@@ -423,11 +429,20 @@ class MessageStatus(LowerEnum):
 
     @property
     def rank(self) -> int:
-        return (
+        return _STATUS_RANK[self]
+
+
+# the order a message's lifecycle moves in (failed is final)
+_STATUS_RANK = {
+    status: rank
+    for rank, status in enumerate(
+        (
             MessageStatus.UNKNOWN,
             MessageStatus.SENT,
             MessageStatus.DELIVERED,
             MessageStatus.READ,
             MessageStatus.PLAYED,
             MessageStatus.FAILED,
-        ).index(self)
+        )
+    )
+}

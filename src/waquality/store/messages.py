@@ -13,6 +13,7 @@ from waquality.store import bulk, schema
 
 m = schema.messages
 _COLUMNS = [c.key for c in m.c if c.key not in ("wamid", "updated_at")]
+_STORED = ("wamid", *_COLUMNS)
 
 
 Change = tuple[Row | None, Row]  # a message's row before (None: new) and after
@@ -57,7 +58,7 @@ def merge_items(conn: Connection, items: Sequence[Item], now: datetime) -> list[
 
 
 def _full(row: Row, now: datetime) -> Row:
-    full = {c: row.get(c) for c in ("wamid", *_COLUMNS)}
+    full = {c: row.get(c) for c in _STORED}
     full["sender_kind"] = full["sender_kind"] or "unknown"
     full["updated_at"] = now
     return full

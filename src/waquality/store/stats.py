@@ -28,6 +28,7 @@ ALL = "*"  # the rollup: every number, sender or template
 HOUR = timedelta(hours=1)
 CHUNK = 400  # rows per statement
 KEYS_PER_QUERY = 200  # rows one statement looks up by key
+QUARTER_HOUR = 900  # seconds
 
 ResponseKey = tuple[str, str, datetime, str]  # phone number, sender kind, hour, first/all
 CounterKey = tuple[str, datetime]  # phone number, hour
@@ -85,16 +86,16 @@ class Deltas:
     # (number, template, hour) → DELIVERY_COUNTERS
     delivery: dict[DeliveryKey, list[int]] = field(default_factory=dict)
     errors: Counter[ErrorKey] = field(default_factory=Counter)
-    _hours: dict[datetime, datetime] = field(default_factory=dict)
+    _hours: dict[int, datetime] = field(default_factory=dict)  # quarter hour → its hour
 
     def hour(self, moment: datetime) -> datetime:
-        """The start of the zone's hour holding ``moment`` (remembered per quarter hour: every
-        zone's hours start on a quarter hour of UTC)."""
-        utc = moment.astimezone(UTC)
-        quarter = utc.replace(minute=utc.minute - utc.minute % 15, second=0, microsecond=0)
+        """The start of the zone's hour holding ``moment`` (remembered per quarter hour since
+        the epoch: every zone's hours start on a quarter hour of UTC)."""
+        quarter = int(moment.timestamp() // QUARTER_HOUR)
         found = self._hours.get(quarter)
         if found is None:
-            found = self._hours[quarter] = bucket_start(quarter, Bucket.HOUR, self.zone)
+            start = datetime.fromtimestamp(quarter * QUARTER_HOUR, UTC)
+            found = self._hours[quarter] = bucket_start(start, Bucket.HOUR, self.zone)
         return found
 
     def response(
