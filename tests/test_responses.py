@@ -177,7 +177,6 @@ def test_the_hour_a_change_counts_in_is_the_zones_hour_start(millis: list[int], 
     deltas = Deltas(zone=zone)  # one remembers the hours it met: each is asked again
     for moment in [datetime(2020, 1, 1, tzinfo=UTC) + timedelta(milliseconds=m) for m in millis]:
         for _ in range(2):
-            found = deltas.hour(moment)
-            assert found == bucket_start(moment, Bucket.HOUR, zone)
-            assert found.utcoffset() == bucket_start(moment, Bucket.HOUR, zone).utcoffset()
+            found, expected = deltas.hour(moment), bucket_start(moment, Bucket.HOUR, zone)
+            assert found == expected and found.utcoffset() == expected.utcoffset()
             assert found <= moment < found + timedelta(hours=1)

@@ -8,7 +8,7 @@ Aliases normalise spellings that mean the same thing (``NA`` → ``UNKNOWN``).
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Self, cast
+from typing import Any, Self, TypeVar, cast
 
 _ALIASES: dict[str, dict[str, str]] = {
     "QualityRating": {"NA": "UNKNOWN", "HIGH": "GREEN", "MEDIUM": "YELLOW", "LOW": "RED"},
@@ -28,6 +28,16 @@ _ALIASES: dict[str, dict[str, str]] = {
     },
     "NameStatus": {"REJECTED": "DECLINED", "PENDING": "PENDING_REVIEW"},
 }
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _member(kind: type[E], value: str) -> E:
+    """``kind(value)``; a value spelt exactly is found in the enum's own map, without the call
+    (parsing runs for every status of every webhook)."""
+    exact = kind._value2member_map_.get(value)
+    return cast(E, exact) if exact is not None else kind(value)
 
 
 class MetaEnum(StrEnum):
@@ -50,8 +60,7 @@ class MetaEnum(StrEnum):
             return None
         if isinstance(value, bool) or not isinstance(value, str | int):
             return cls("UNKNOWN")
-        exact = cls._value2member_map_.get(value)  # Enum's own lookup, without its call
-        return cast(Self, exact) if exact is not None else cls(str(value))
+        return _member(cls, str(value))
 
 
 class WebhookField(MetaEnum):
@@ -400,12 +409,7 @@ class LowerEnum(StrEnum):
 
     @classmethod
     def parse(cls, value: object) -> Self:
-        exact = cls._value2member_map_.get(value) if isinstance(value, str) else None
-        return (
-            cast(Self, exact)
-            if exact is not None
-            else cls(value if isinstance(value, str) else "unknown")
-        )
+        return _member(cls, value) if isinstance(value, str) else cls("unknown")
 
 
 class SenderKind(LowerEnum):
