@@ -473,27 +473,28 @@ def test_background_worker_defers_while_busy_then_processes(db: Database) -> Non
         threading.Event().wait(0.3)  # time in which an idle worker would have processed it
         assert inbox.counts(db)["pending"] == 1  # deferred: the process is busy
         busy.clear()
-        for _ in range(500):
-            if inbox.counts(db)["pending"] == 0:
-                break
-            threading.Event().wait(0.01)
-        assert inbox.counts(db)["pending"] == 0
+        wait_until_done(db)
     finally:
         worker.stop()
     assert template(db, 11)["status"] == "APPROVED"
+
+
+def wait_until_done(db: Database) -> None:
+    """Wait until nothing is pending (at most 5 s)."""
+    for _ in range(500):
+        if inbox.counts(db)["pending"] == 0:
+            break
+        threading.Event().wait(0.01)
+    assert inbox.counts(db)["pending"] == 0
 
 
 def run_until_done(db: Database, worker: worker_module.BackgroundWorker) -> None:
     """Run ``worker`` until nothing is pending (at most 5 s)."""
     worker.start()
     try:
-        for _ in range(500):
-            if inbox.counts(db)["pending"] == 0:
-                break
-            threading.Event().wait(0.01)
+        wait_until_done(db)
     finally:
         worker.stop()
-    assert inbox.counts(db)["pending"] == 0
 
 
 def test_background_worker_never_defers_forever(db: Database) -> None:
@@ -526,36 +527,34 @@ def test_the_processing_rate_is_measured_on_full_batches_only(db: Database) -> N
 def test_before_its_rate_is_known_queueing_acknowledgements_tell_a_burst(db: Database) -> None:
     crowded = False
     processor = Processor(db, clock=lambda: NOW)
-    worker = worker_module.BackgroundWorker(
-        processor, busy=lambda: crowded, arrivals=lambda: 1e9, burst_batch=5
-    )
+    worker = worker_module.BackgroundWorker(processor, busy=lambda: crowded, arrivals=lambda: 1e9)
     assert processor.rate is None
-    assert worker.batch_limit(0.0) is None  # webhooks come, but nobody waits for the store
+    assert not worker.in_burst(0.0)  # webhooks come, but nobody waits for the store
     crowded = True
-    assert worker.batch_limit(1.0) == 5
+    assert worker.in_burst(1.0)
     processor.rate = 2e9  # measured since: the rates decide, not the crowd
-    assert worker.batch_limit(2.0) is None
+    assert not worker.in_burst(2.0)
 
 
-def test_a_burst_takes_small_batches_for_its_first_seconds_only(db: Database) -> None:
+def test_a_burst_lasts_its_first_seconds_only(db: Database) -> None:
     arrivals = 0.0
     processor = Processor(db, clock=lambda: NOW)
     processor.rate = 100.0  # bodies/s
-    worker = worker_module.BackgroundWorker(processor, arrivals=lambda: arrivals, burst_batch=5)
-    assert worker.batch_limit(0.0) is None
+    worker = worker_module.BackgroundWorker(processor, arrivals=lambda: arrivals)
+    assert not worker.in_burst(0.0)
     arrivals = 1e9  # webhooks outrun processing: a burst
-    assert worker.batch_limit(100.0) == 5
+    assert worker.in_burst(100.0)
     arrivals = 0.0  # the rate wavers below processing's for a moment: the same burst goes on
-    assert worker.batch_limit(101.0) is None
+    assert not worker.in_burst(101.0)
     arrivals = 1e9
-    limits = [worker.batch_limit(102.0 + i / 2) for i in range(30)]  # a batch every 0.5 s
-    # small batches for BURST_LIMIT seconds from its start; then an overload, full batches
-    assert limits == [5] * 26 + [None] * 4
+    bursts = [worker.in_burst(102.0 + i / 2) for i in range(30)]  # a batch every 0.5 s
+    # a burst for BURST_LIMIT seconds from its start; then an overload
+    assert bursts == [True] * 26 + [False] * 4
     # calm for longer than BURST_CALM: the next one is a new burst
     arrivals = 0.0
-    assert worker.batch_limit(118.0) is None
+    assert not worker.in_burst(118.0)
     arrivals = 1e9
-    assert worker.batch_limit(116.5 + worker_module.BURST_CALM + 0.1) == 5
+    assert worker.in_burst(116.5 + worker_module.BURST_CALM + 0.1)
 
 
 class RecordingProcessor(Processor):
@@ -585,3 +584,34 @@ def test_background_worker_takes_small_batches_while_webhooks_outrun_it(
         assert processor.limits == [5, 5, 5]
     else:
         assert processor.limits == [None, None]
+
+
+@pytest.mark.parametrize("arrivals", [0.0, 1e9])
+def test_full_batches_wait_longer_for_acknowledgements_in_a_burst(
+    db: Database, arrivals: float
+) -> None:
+    """As on PostgreSQL: a burst keeps full batches, and more time between them."""
+    store(db, *(envelope(template_status(60 + i, "APPROVED", T0)) for i in range(12)))
+    processor = RecordingProcessor(db)
+    processor.rate = 100.0  # bodies/s
+    busy = threading.Event()
+    busy.set()  # acknowledgements queue up all along, unless the burst's test clears it
+    worker = worker_module.BackgroundWorker(
+        processor,
+        idle_poll=0.05,
+        busy=busy.is_set,
+        max_defer=0.0,
+        arrivals=lambda: arrivals,
+        burst_batch=None,
+        burst_defer=30.0,
+    )
+    worker.start()
+    try:
+        if arrivals:
+            threading.Event().wait(0.3)  # time in which a worker not deferring processes them
+            assert inbox.counts(db)["pending"] == 12  # deferred: a burst, and the crowd waits
+            busy.clear()
+        wait_until_done(db)  # outside a burst, a busy server defers no batch (max_defer=0)
+    finally:
+        worker.stop()
+    assert processor.limits == [None, None]

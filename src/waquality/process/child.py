@@ -105,7 +105,13 @@ def _child_main(
     from waquality.graph.poller import Poller
     from waquality.heap import freeze_startup_objects
     from waquality.periodic import Periodic
-    from waquality.process.worker import BackgroundWorker, Processor, utcnow
+    from waquality.process.worker import (
+        BURST_BATCH,
+        BURST_DEFER,
+        BackgroundWorker,
+        Processor,
+        utcnow,
+    )
     from waquality.store import tracker
     from waquality.store.database import Database
 
@@ -149,10 +155,12 @@ def _child_main(
             ),
             name=f"waquality-worker-{i}",
             busy=lambda: bool(busy.value),
+            arrivals=lambda: float(arrivals.value),
             # On SQLite a processing transaction stops every acknowledgement (one writer): a
             # burst makes batches short. On PostgreSQL acknowledgements never wait for one, and
-            # short batches cost throughput: full batches always.
-            arrivals=(lambda: float(arrivals.value)) if db.is_sqlite else None,
+            # short batches cost throughput: full batches, further apart.
+            burst_batch=BURST_BATCH if db.is_sqlite else None,
+            burst_defer=None if db.is_sqlite else BURST_DEFER,
             wake=wake,
         )
         for i in range(settings.workers)

@@ -38,7 +38,12 @@ Clock = Callable[[], datetime]
 CONFLICT_RETRIES = 8
 COUNTER_SHARDS = 64
 DEFER_STEP = 0.002
-BURST_BATCH = 25  # bodies per batch while webhooks arrive faster than they are processed
+# While webhooks arrive faster than they are processed (a burst), processing makes way for
+# acknowledgements. On SQLite a transaction holds the one write lock: batches of this many bodies.
+BURST_BATCH = 10
+# On PostgreSQL acknowledgements never wait for a transaction, but they share the CPU and the
+# write-ahead log's flushes with it: full batches, and a longer wait for the crowd to pass.
+BURST_DEFER = 1.0  # seconds
 # A burst that lasts longer is an overload: full batches again, so the backlog grows slowest.
 BURST_LIMIT = 15.0  # seconds
 # A burst is over once webhooks have come no faster than processing for this long: the rate of
@@ -424,8 +429,9 @@ class BackgroundWorker:
     defers its next batch, up to ``max_defer`` seconds. ``arrivals`` tells how many webhooks
     per second are being acknowledged: while that is more than the processor's throughput (a
     burst: the backlog grows whatever processing does), batches shrink to ``burst_batch``
-    bodies, so that no transaction holds the store or the CPU long and acknowledgements stay
-    fast. Processing catches up in full batches afterwards (the backlog is durable), or after
+    bodies (``None``: full batches), so that no transaction holds the store long, and the worker
+    defers up to ``burst_defer`` seconds instead, so that acknowledgements get the machine and
+    stay fast. Processing catches up afterwards (the backlog is durable), or after
     ``BURST_LIMIT`` seconds if the webhooks keep coming that fast (an overload, not a burst).
     """
 
@@ -438,7 +444,8 @@ class BackgroundWorker:
         busy: Callable[[], bool] | None = None,
         max_defer: float = 0.25,
         arrivals: Callable[[], float] | None = None,
-        burst_batch: int = BURST_BATCH,
+        burst_batch: int | None = BURST_BATCH,
+        burst_defer: float | None = None,
         wake: Wakeup | None = None,
     ) -> None:
         self.processor = processor
@@ -447,6 +454,7 @@ class BackgroundWorker:
         self.max_defer = max_defer
         self.arrivals = arrivals
         self.burst_batch = burst_batch
+        self.burst_defer = max_defer if burst_defer is None else burst_defer
         self._burst_since = 0.0  # monotonic time the current burst began
         self._outrun_at = -math.inf  # when webhooks last came faster than processing
         self.wake: Wakeup = wake if wake is not None else threading.Event()
@@ -461,37 +469,38 @@ class BackgroundWorker:
         self.wake.set()
         self._thread.join(timeout)
 
-    def _defer(self) -> None:
+    def _defer(self, seconds: float) -> None:
         if self.busy is None:
             return
-        deadline = time.monotonic() + self.max_defer
+        deadline = time.monotonic() + seconds
         while self.busy() and time.monotonic() < deadline and not self._stop.is_set():
             self._stop.wait(DEFER_STEP)
 
-    def batch_limit(self, now: float) -> int | None:
-        """``burst_batch`` while webhooks arrive faster than processing can take them, for at
-        most ``BURST_LIMIT`` seconds of a burst; a burst ends after ``BURST_CALM`` seconds in
-        which they did not (``now``: monotonic seconds). Until processing has measured its
-        rate (on a full batch), acknowledgements queueing up (``busy``) tell a burst: a fresh
-        server that has seen only light traffic would otherwise meet its first burst with a
-        full batch, holding SQLite's write lock for a quarter of a second."""
+    def in_burst(self, now: float) -> bool:
+        """Whether webhooks arrive faster than processing can take them, for at most
+        ``BURST_LIMIT`` seconds of a burst; a burst ends after ``BURST_CALM`` seconds in which
+        they did not (``now``: monotonic seconds). Until processing has measured its rate (on a
+        full batch), acknowledgements queueing up (``busy``) tell a burst: a fresh server that
+        has seen only light traffic would otherwise meet its first burst with a full batch,
+        holding SQLite's write lock for a quarter of a second."""
         if self.arrivals is None:
-            return None
+            return False
         rate = self.processor.rate
         outrun = bool(self.busy and self.busy()) if rate is None else self.arrivals() > rate
         if not outrun:
-            return None
+            return False
         if now - self._outrun_at > BURST_CALM:  # a new burst
             self._burst_since = now
         self._outrun_at = now
-        return self.burst_batch if now - self._burst_since < BURST_LIMIT else None
+        return now - self._burst_since < BURST_LIMIT
 
     def _run(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
-            self._defer()
+            burst = self.in_burst(time.monotonic())
+            self._defer(self.burst_defer if burst else self.max_defer)
             try:
-                result = self.processor.run_once(self.batch_limit(time.monotonic()))
+                result = self.processor.run_once(self.burst_batch if burst else None)
                 backoff = 0.5
             except StoreUnavailable as exc:
                 log.warning("store unavailable, processing paused for %.1fs: %s", backoff, exc)
