@@ -569,13 +569,19 @@ class RecordingProcessor(Processor):
         return result
 
 
+def backlog(db: Database, first: int) -> RecordingProcessor:
+    """Twelve pending bodies and a processor that measured 100 bodies/s on full batches."""
+    store(db, *(envelope(template_status(first + i, "APPROVED", T0)) for i in range(12)))
+    processor = RecordingProcessor(db)
+    processor.rate = 100.0
+    return processor
+
+
 @pytest.mark.parametrize("arrivals", [0.0, 1e9])
 def test_background_worker_takes_small_batches_while_webhooks_outrun_it(
     db: Database, arrivals: float
 ) -> None:
-    store(db, *(envelope(template_status(40 + i, "APPROVED", T0)) for i in range(12)))
-    processor = RecordingProcessor(db)
-    processor.rate = 100.0  # bodies/s, as full batches before measured it
+    processor = backlog(db, 40)
     worker = worker_module.BackgroundWorker(
         processor, idle_poll=0.05, arrivals=lambda: arrivals, burst_batch=5
     )
@@ -591,9 +597,7 @@ def test_full_batches_wait_longer_for_acknowledgements_in_a_burst(
     db: Database, arrivals: float
 ) -> None:
     """As on PostgreSQL: a burst keeps full batches, and more time between them."""
-    store(db, *(envelope(template_status(60 + i, "APPROVED", T0)) for i in range(12)))
-    processor = RecordingProcessor(db)
-    processor.rate = 100.0  # bodies/s
+    processor = backlog(db, 60)
     busy = threading.Event()
     busy.set()  # acknowledgements queue up all along, unless the burst's test clears it
     worker = worker_module.BackgroundWorker(
