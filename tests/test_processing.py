@@ -560,12 +560,15 @@ def test_a_burst_lasts_its_first_seconds_only(db: Database) -> None:
 class RecordingProcessor(Processor):
     def __init__(self, db: Database) -> None:
         super().__init__(db, batch_size=10, clock=lambda: NOW)
-        self.limits: list[int | None] = []
+        self.limits: list[int | None] = []  # of the batches that found bodies
+        self.idle = threading.Event()  # set once a batch found none
 
     def run_once(self, limit: int | None = None) -> BatchResult:
         result = super().run_once(limit)
         if result.bodies:
             self.limits.append(limit)
+        else:
+            self.idle.set()
         return result
 
 
@@ -588,8 +591,30 @@ def test_background_worker_takes_small_batches_while_webhooks_outrun_it(
     run_until_done(db, worker)
     if arrivals:  # a burst: the store is held for a few bodies at a time
         assert processor.limits == [5, 5, 5]
-    else:
-        assert processor.limits == [None, None]
+    else:  # no burst: batches grow back from the burst's size
+        assert processor.limits == [5, 10]
+
+
+def test_batches_grow_while_full_and_start_small_after_an_idle_moment(db: Database) -> None:
+    store(db, *(envelope(template_status(80 + i, "APPROVED", T0)) for i in range(40)))
+    processor = RecordingProcessor(db)
+    worker = worker_module.BackgroundWorker(
+        processor, idle_poll=0.05, arrivals=lambda: 0.0, burst_batch=2
+    )
+    worker.start()
+    try:
+        assert processor.idle.wait(5)  # all 40 processed, then nothing pending
+        store(db, *(envelope(template_status(120 + i, "APPROVED", T0)) for i in range(3)))
+        worker.wake.set()
+        for _ in range(500):
+            if len(processor.limits) == 8:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        worker.stop()
+    # doubling up to the batch size (10) while batches come back full; from 2 again after
+    assert processor.limits == [2, 4, 8, 10, 10, 10, 2, 4]
+    assert inbox.counts(db)["pending"] == 0
 
 
 @pytest.mark.parametrize("arrivals", [0.0, 1e9])

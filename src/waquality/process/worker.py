@@ -433,6 +433,8 @@ class BackgroundWorker:
     defers up to ``burst_defer`` seconds instead, so that acknowledgements get the machine and
     stay fast. Processing catches up afterwards (the backlog is durable), or after
     ``BURST_LIMIT`` seconds if the webhooks keep coming that fast (an overload, not a burst).
+    With a ``burst_batch``, batches outside a burst grow to a full batch from that size, anew
+    after every idle moment.
     """
 
     def __init__(
@@ -444,7 +446,7 @@ class BackgroundWorker:
         busy: Callable[[], bool] | None = None,
         max_defer: float = 0.25,
         arrivals: Callable[[], float] | None = None,
-        burst_batch: int | None = BURST_BATCH,
+        burst_batch: int | None = None,
         burst_defer: float | None = None,
         wake: Wakeup | None = None,
     ) -> None:
@@ -455,6 +457,7 @@ class BackgroundWorker:
         self.arrivals = arrivals
         self.burst_batch = burst_batch
         self.burst_defer = max_defer if burst_defer is None else burst_defer
+        self._ramp = burst_batch  # the next batch's size outside a burst (see _ramp_after)
         self._burst_since = 0.0  # monotonic time the current burst began
         self._outrun_at = -math.inf  # when webhooks last came faster than processing
         self.wake: Wakeup = wake if wake is not None else threading.Event()
@@ -494,13 +497,26 @@ class BackgroundWorker:
         self._outrun_at = now
         return now - self._burst_since < BURST_LIMIT
 
+    def _ramp_after(self, burst: bool, bodies: int) -> None:
+        """With small batches in a burst, batches outside one start at ``burst_batch`` bodies
+        again once nothing was pending, and double while they come back full: a burst's first
+        batch begins before the burst can be told (its webhooks are only just acknowledged),
+        and a full batch then would hold SQLite's write lock for a tenth of a second."""
+        if self._ramp is None or self.burst_batch is None:
+            return
+        if bodies == 0:
+            self._ramp = self.burst_batch
+        elif not burst and bodies >= self._ramp:
+            self._ramp = min(self._ramp * 2, self.processor.batch_size)
+
     def _run(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
             burst = self.in_burst(time.monotonic())
             self._defer(self.burst_defer if burst else self.max_defer)
+            limit = self.burst_batch if burst else self._ramp
             try:
-                result = self.processor.run_once(self.burst_batch if burst else None)
+                result = self.processor.run_once(limit)
                 backoff = 0.5
             except StoreUnavailable as exc:
                 log.warning("store unavailable, processing paused for %.1fs: %s", backoff, exc)
@@ -512,6 +528,7 @@ class BackgroundWorker:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
+            self._ramp_after(burst, result.bodies)
             if result.bodies == 0:
                 self.wake.wait(self.idle_poll)
                 self.wake.clear()
