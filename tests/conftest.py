@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,18 @@ def make_settings(database_url: str, **overrides: str) -> Settings:
     }
     env.update({f"WAQUALITY_{k.upper()}": v for k, v in overrides.items()})
     return load_settings({k: v for k, v in env.items() if v != ""})
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """The first truthy result of ``check``, polled until ``timeout`` (then fail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.05)
 
 
 def free_port() -> int:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from builders import envelope, template_status
-from conftest import API_TOKEN, LiveServer, make_settings, run_server
+from conftest import API_TOKEN, LiveServer, make_settings, run_server, wait_for
 from test_cli import cli_env, ok, run
 from waquality.graph.fake import FakeGraph, Fault, Scenario, serve
 from waquality.store import watch
@@ -121,18 +120,6 @@ def test_wabas_add_and_remove(database_url: str, tmp_path: Path) -> None:
     refused = run(["wabas", "remove", "700000001"], env)
     assert refused.exit_code == 1 and "remove it there" in refused.output
     assert run(["wabas", "add", "abc"], env).exit_code == 1
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """The first truthy result of ``check``, polled until ``timeout`` (then fail)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.05)
 
 
 def test_serve_polls_and_rereads_after_a_webhook(

@@ -22,7 +22,7 @@ from builders import (
     template_quality,
     template_status,
 )
-from conftest import manifest, webhook
+from conftest import manifest, wait_for, webhook
 from waquality.process import worker as worker_module
 from waquality.process.interpret import interpret
 from waquality.process.worker import BatchResult, Processor
@@ -481,11 +481,7 @@ def test_background_worker_defers_while_busy_then_processes(db: Database) -> Non
 
 def wait_until_done(db: Database) -> None:
     """Wait until nothing is pending (at most 5 s)."""
-    for _ in range(500):
-        if inbox.counts(db)["pending"] == 0:
-            break
-        threading.Event().wait(0.01)
-    assert inbox.counts(db)["pending"] == 0
+    wait_for(lambda: inbox.counts(db)["pending"] == 0, timeout=5)
 
 
 def run_until_done(db: Database, worker: worker_module.BackgroundWorker) -> None:
@@ -606,10 +602,7 @@ def test_batches_grow_while_full_and_start_small_after_an_idle_moment(db: Databa
         assert processor.idle.wait(5)  # all 40 processed, then nothing pending
         store(db, *(envelope(template_status(120 + i, "APPROVED", T0)) for i in range(3)))
         worker.wake.set()
-        for _ in range(500):
-            if len(processor.limits) == 8:
-                break
-            threading.Event().wait(0.01)
+        wait_for(lambda: len(processor.limits) == 8, timeout=5)
     finally:
         worker.stop()
     # doubling up to the batch size (10) while batches come back full; from 2 again after

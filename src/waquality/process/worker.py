@@ -502,7 +502,7 @@ class BackgroundWorker:
         again once nothing was pending, and double while they come back full: a burst's first
         batch begins before the burst can be told (its webhooks are only just acknowledged),
         and a full batch then would hold SQLite's write lock for a tenth of a second."""
-        if self._ramp is None or self.burst_batch is None:
+        if self._ramp is None:  # no burst_batch: full batches
             return
         if bodies == 0:
             self._ramp = self.burst_batch
