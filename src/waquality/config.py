@@ -159,7 +159,13 @@ class Settings(BaseModel):
         description="Processing threads in the child process `serve` supervises (which also "
         "polls and delivers alerts); 0: none, run `waquality worker` elsewhere.",
     )
-    batch_size: int = Field(500, ge=1, le=5000, description="Bodies processed per transaction.")
+    batch_size: int = Field(
+        500,
+        ge=1,
+        le=5000,
+        description="Most bodies processed per transaction (SQLite starts from 10 after an idle "
+        "moment and keeps to 10 in a burst, so acknowledgements never wait long).",
+    )
     customer_data_retention: Duration = Field(
         timedelta(days=30),
         description="How long customer data is kept: raw `messages`/`user_preferences` "
