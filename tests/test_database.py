@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import psycopg
@@ -10,6 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from waquality.errors import StoreConflict, StoreUnavailable
+from waquality.store import database
 from waquality.store.database import Database, unavailable_on_error
 
 PAGE = 4096
@@ -56,6 +58,36 @@ def test_commits_checkpoint_the_wal_unless_told_not_to(tmp_path: Path, checkpoin
             assert _wal_frames(db) < 10
     finally:
         db.dispose()
+
+
+def test_a_long_wal_starts_over_while_writers_never_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Processing a backlog commits back to back: a checkpoint that only moves the WAL while
+    others write never finishes before the next write, and the WAL would grow without end."""
+    monkeypatch.setattr(database, "WAL_RESTART_PAGES", 200)
+    db = Database(f"sqlite:///{tmp_path / 'busy.db'}", checkpoints=False)
+    stop = threading.Event()
+    written = 0
+
+    def write() -> None:
+        nonlocal written
+        while not stop.is_set():
+            _write_pages(db, 1)
+            written += 3
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        longest = 0
+        while written < 6000:
+            db.checkpoint()
+            longest = max(longest, _wal_frames(db))
+    finally:
+        stop.set()
+        writer.join()
+        db.dispose()
+    assert longest < 2000  # the WAL started over again and again
 
 
 def _raised_from(error: Exception) -> BaseException:

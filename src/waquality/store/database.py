@@ -26,10 +26,15 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from waquality.errors import ConfigError, StoreConflict, StoreUnavailable
 
 _CONFLICT_STATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+# A WAL this long (in pages) is moved into the database file even if writers must wait
+# briefly; once it starts over, its file is cut back to WAL_FILE_LIMIT bytes.
+WAL_RESTART_PAGES = 16_384
+WAL_FILE_LIMIT = 64 * 1024 * 1024
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
+    f"PRAGMA journal_size_limit={WAL_FILE_LIMIT}",
 )
 
 
@@ -233,10 +238,22 @@ class Database:
         return self._ack_conn
 
     def checkpoint(self) -> None:
-        """Move SQLite's WAL into the database file without blocking anyone (no-op otherwise)."""
-        if self.is_sqlite:
-            with unavailable_on_error(), self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        """Move SQLite's WAL into the database file (no-op otherwise).
+
+        Most of it moves without blocking anyone. The WAL starts over only once all of it has
+        moved before the next write: with writers that never pause, as when processing works
+        through a backlog, that never happens, and the WAL grows without end (gigabytes within
+        minutes), every read slower as it grows. So once it is ``WAL_RESTART_PAGES`` long, the
+        rest (what was written meanwhile) moves while this holds the write gate."""
+        if not self.is_sqlite:
+            return
+        with unavailable_on_error(), self.engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            [(_, pages, _)] = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            if pages >= WAL_RESTART_PAGES:
+                with self.gate.priority():  # ahead of processing, which may never pause
+                    driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def create_missing(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
         """Insert rows that do not exist yet, without holding their locks in ``conn``.
