@@ -176,9 +176,7 @@ def test_newest_first_delivery_gives_the_in_order_history(db: Database, seed: in
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_any_delivery_order_keeps_history_a_chain_ending_in_the_state(
-    db: Database, seed: int
-) -> None:
+def test_any_delivery_order_gives_the_in_order_history(db: Database, seed: int) -> None:
     rng = random.Random(seed)
     timelines = _status_timelines(rng)
     events = [
@@ -189,12 +187,66 @@ def test_any_delivery_order_keeps_history_a_chain_ending_in_the_state(
     rng.shuffle(events)
     _deliver(db, rng, events)
     for t, statuses in timelines.items():
-        history = status_history(db, str(t))
-        assert template(db, t)["status"] == statuses[-1] == history[-1][1]
-        assert history[0][0] is None
-        assert all(old != new for old, new in history)
-        assert all(history[i][0] == history[i - 1][1] for i in range(1, len(history)))
-        assert {new for _, new in history} <= set(statuses)
+        assert status_history(db, str(t)) == _changes(statuses)
+        assert template(db, t)["status"] == statuses[-1]
+
+
+LADDER = (
+    ("APPROVED", None),
+    ("PAUSED", "FIRST_PAUSE"),
+    ("APPROVED", "UNPAUSE"),
+    ("ARCHIVED", None),
+    ("UNARCHIVED", None),
+    ("PAUSED", "SECOND_PAUSE"),
+    ("APPROVED", "UNPAUSE"),
+    ("PAUSED", "RATE_LIMITING_PAUSE"),
+    ("APPROVED", None),
+)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_counters_and_restores_in_any_delivery_order(db: Database, seed: int) -> None:
+    rng = random.Random(seed)
+    events = [
+        template_status(9, event, T0 + 10 * i, title=title)
+        for i, (event, title) in enumerate(LADDER)
+    ]
+    rng.shuffle(events)
+    _deliver(db, rng, events)
+    assert status_history(db, "9") == [
+        (None, "APPROVED"),
+        ("APPROVED", "PAUSED"),
+        ("PAUSED", "APPROVED"),
+        ("APPROVED", "ARCHIVED"),
+        ("ARCHIVED", "APPROVED"),  # unarchived: back to what it was
+        ("APPROVED", "PAUSED"),
+        ("PAUSED", "APPROVED"),
+        ("APPROVED", "PAUSED"),
+        ("PAUSED", "APPROVED"),
+    ]
+    assert status_history(db, "9", "pause_count") == [("0", "1"), ("1", "2")]
+    assert status_history(db, "9", "rate_limit_pause_count") == [("0", "1")]
+    row = template(db, 9)
+    assert (row["status"], row["pause_count"], row["rate_limit_pause_count"]) == ("APPROVED", 2, 1)
+
+
+def test_a_late_fact_leaves_the_history_before_it_alone(db: Database) -> None:
+    """A field with a long history costs a late fact no more than a short one: only what
+    happened from the late fact's time on is replayed."""
+    statuses = ["APPROVED", "REJECTED", "PENDING"] * 20
+    for i, status in enumerate(statuses):
+        process(db, envelope(template_status(21, status, T0 + 10 * i)))
+    h = schema.history
+    where = (h.c.subject_key == "21", h.c.field == "status")
+    before = {r["id"]: r for r in rows(db, h, *where)}
+    late = T0 + 10 * 55 + 5  # between the 56th and 57th
+    process(db, envelope(template_status(21, "PAUSED", late)))
+    after = rows(db, h, *where, order=[h.c.occurred_at, h.c.id])
+    kept = [r for r in after if r["occurred_at"] < datetime.fromtimestamp(late, UTC)]
+    assert len(kept) == 56 and all(before[r["id"]] == r for r in kept)
+    expected = _changes([*statuses[:56], "PAUSED", *statuses[56:]])
+    assert [(r["old_value"], r["new_value"]) for r in after] == expected
+    assert template(db, 21)["status"] == statuses[-1]
 
 
 def test_out_of_order_limits_keep_the_newest(db: Database) -> None:

@@ -44,8 +44,11 @@ class Timeline:
     newest: datetime | None  # the newest fact's time
 
 
-def replay(facts: Iterable[Fact], initial: str | None = None) -> Timeline:
-    value, before = initial, None  # before: the value the current one replaced
+def replay(
+    facts: Iterable[Fact], initial: str | None = None, before: str | None = None
+) -> Timeline:
+    """The steps ``facts`` make from ``initial`` (which replaced ``before``)."""
+    value = initial
     steps: list[Step] = []
     newest: datetime | None = None
     for fact in sorted(facts, key=lambda f: (f.occurred_at, f.order)):

@@ -28,9 +28,10 @@ from sqlalchemy import (
     Connection,
     Integer,
     Table,
+    and_,
     delete,
+    or_,
     select,
-    tuple_,
     update,
 )
 
@@ -42,6 +43,7 @@ from waquality.store import bulk, schema
 from waquality.store.database import Database
 
 _PK = {SubjectKind.PHONE_NUMBER: "key"}
+REPLAY_KEYS_PER_QUERY = 100  # fields one replay statement reads or deletes (SQL stays short)
 # Rows are locked kind by kind in this order, keys sorted within a kind (businesses last: they
 # are reached from WABAs).
 LOCK_ORDER = (
@@ -106,7 +108,8 @@ class StateWriter:
         self.db, self.conn, self.now, self.source = db, conn, now, source
         self.keep_confirmations = keep_confirmations
         self._facts: list[dict[str, Any]] = []
-        self._replays: set[tuple[tuple[SubjectKind, Any], str]] = set()
+        # fields whose history is replayed at the end, from the oldest late fact's time
+        self._replays: dict[tuple[tuple[SubjectKind, Any], str], datetime] = {}
         self._rows: dict[tuple[SubjectKind, Any], dict[str, Any]] = {}
         self._refs: dict[SubjectRef, tuple[SubjectKind, Any]] = {}
         self._dirty: set[tuple[SubjectKind, Any]] = set()
@@ -204,7 +207,8 @@ class StateWriter:
         fact = self._fact(ident, field, change, at, timed.event_id)
         if epoch < newest or change.op is Op.RESTORE:  # replay the field at the end
             self._facts.append(fact)
-            self._replays.add((ident, field))
+            late = self._replays.get((ident, field))
+            self._replays[(ident, field)] = at if late is None else min(late, at)
             for follow_up in self._follow_ups(ident, row, field, change.value):
                 self._apply_change(follow_up, at, timed.event_id)
             return
@@ -293,28 +297,33 @@ class StateWriter:
         return self._about(ident, field, values, at, event_id)
 
     def _replay(self) -> None:
-        """Replay the history of every field an older fact (or a restore) touched: delete its
-        rows, write the replayed ones, and set the current value the facts give (unless a newer
-        confirmation that changed nothing holds it)."""
-        wanted, self._replays = sorted(self._replays, key=str), set()
+        """Replay the history of every field an older fact (or a restore) touched, from that
+        fact's time on: history before it stays as it is (a late fact cannot change it), so a
+        field with a long history costs no more than one with a short one. Its rows from then
+        on are deleted and the replayed ones written, and the current value is the one the
+        facts give (unless a newer confirmation that changed nothing holds it)."""
+        wanted, self._replays = sorted(self._replays.items(), key=str), {}
         if not wanted:
             return
         self._flush_history()
-        keys = [(kind.value, str(key), field) for (kind, key), field in wanted]
+        keys = [(kind.value, str(key), field) for ((kind, key), field), _ in wanted]
+        since = {key: at for key, (_, at) in zip(keys, wanted, strict=True)}
         f, h = schema.facts, schema.history
-        subject = tuple_(f.c.subject_kind, f.c.subject_key, f.c.field)
         found: dict[tuple[str, str, str], list[Fact]] = {key: [] for key in keys}
-        query = select(f).where(subject.in_(keys)).order_by(f.c.occurred_at, f.c.id)
-        for r in self.conn.execute(query):
-            found[(r.subject_kind, r.subject_key, r.field)].append(
-                Fact(Op(r.op), r.value, r.occurred_at, r.source, r.event_id, r.recorded_at, r.id)
-            )
-        self.conn.execute(
-            delete(h).where(tuple_(h.c.subject_kind, h.c.subject_key, h.c.field).in_(keys))
-        )
-        for (ident, field), key in zip(wanted, keys, strict=True):
+        for chunk in _chunks(keys, REPLAY_KEYS_PER_QUERY):
+            query = select(f).where(_from(f, chunk, since)).order_by(f.c.occurred_at, f.c.id)
+            for r in self.conn.execute(query):
+                fact = Fact(
+                    Op(r.op), r.value, r.occurred_at, r.source, r.event_id, r.recorded_at, r.id
+                )
+                found[(r.subject_kind, r.subject_key, r.field)].append(fact)
+        start = {key: self._value_before(key, since[key]) for key in keys}
+        for chunk in _chunks(keys, REPLAY_KEYS_PER_QUERY):
+            self.conn.execute(delete(h).where(_from(h, chunk, since)))
+        for ((ident, field), _), key in zip(wanted, keys, strict=True):
             row = self._rows[ident]
-            timeline = replay(found[key], _INITIAL.get(field))
+            value, before = start[key]
+            timeline = replay(found[key], value, before)
             for step in timeline.steps:
                 self._history.append(self._step_row(key, step.old, step.new, step.fact))
             if timeline.newest is None:
@@ -333,6 +342,26 @@ class StateWriter:
                 new = _typed(schema.STATE_TABLES[ident[0]].c[field], timeline.value)
                 self.changed.append(Changed(ident[0], row, field, row[field], new, timeline.newest))
                 row[field] = new
+
+    def _value_before(
+        self, key: tuple[str, str, str], at: datetime
+    ) -> tuple[str | None, str | None]:
+        """A field's value just before ``at`` and the value that one replaced, from its
+        history."""
+        h = schema.history
+        query = (
+            select(h.c.new_value, h.c.old_value)
+            .where(
+                h.c.subject_kind == key[0],
+                h.c.subject_key == key[1],
+                h.c.field == key[2],
+                h.c.occurred_at < at,
+            )
+            .order_by(h.c.occurred_at.desc(), h.c.id.desc())
+            .limit(1)
+        )
+        row = self.conn.execute(query).first()
+        return (row[0], row[1]) if row is not None else (_INITIAL.get(key[2]), None)
 
     def _step_row(
         self, key: tuple[str, str, str], old: str | None, new: str | None, fact: Fact
@@ -371,6 +400,25 @@ class StateWriter:
             rows = [{c: row[c] for c in columns} for row in dirty]
             bulk.update(self.conn, table, rows, by=(_PK.get(kind, "id"),))
         self._dirty.clear()
+
+
+def _from(table: Table, keys: Sequence[tuple[str, str, str]], since: dict[Any, datetime]) -> Any:
+    """Rows of ``table`` (facts or history) about these fields, each from its time on."""
+    return or_(
+        *(
+            and_(
+                table.c.subject_kind == kind,
+                table.c.subject_key == key,
+                table.c.field == field,
+                table.c.occurred_at >= since[(kind, key, field)],
+            )
+            for kind, key, field in keys
+        )
+    )
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    return (items[i : i + size] for i in range(0, len(items), size))
 
 
 def _count(value: StateValue) -> int:
