@@ -8,7 +8,7 @@ row per real change — and its value after the newest fact.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,20 +44,38 @@ class Timeline:
     newest: datetime | None  # the newest fact's time
 
 
-def replay(
-    facts: Iterable[Fact], initial: str | None = None, before: str | None = None
-) -> Timeline:
-    """The steps ``facts`` make from ``initial`` (which replaced ``before``)."""
-    value = initial
+def replay_until_met(
+    facts: Sequence[Fact],
+    initial: str | None,
+    before: str | None,
+    old: Sequence[Step],
+    settled: datetime,
+) -> tuple[Timeline, datetime | None]:
+    """Replay ``facts`` (a field's facts from some time on) in time order from ``initial``
+    (which replaced ``before``), beside ``old``, the history the field had from that time on.
+    Once every fact up to a time at or after ``settled`` (the newest fact the old history did
+    not know) is replayed, and the value is the one the old history had then, replacing the
+    same one, the old history after that time stands. Returns the steps up to then and that
+    time, or every step and ``None`` when the two never meet."""
+    ordered = sorted(facts, key=lambda f: (f.occurred_at, f.order))
+    value, newest = initial, None
     steps: list[Step] = []
-    newest: datetime | None = None
-    for fact in sorted(facts, key=lambda f: (f.occurred_at, f.order)):
+    was, was_before, seen = initial, before, 0  # the old history's value then
+    for index, fact in enumerate(ordered):
         newest = fact.occurred_at
         new = apply(fact, value, before)
         if new != value:
             steps.append(Step(value, new, fact))
             value, before = new, value
-    return Timeline(steps, value, newest)
+        at = fact.occurred_at
+        if at < settled or (index + 1 < len(ordered) and ordered[index + 1].occurred_at == at):
+            continue
+        while seen < len(old) and old[seen].fact.occurred_at <= at:
+            was, was_before = old[seen].new, old[seen].old
+            seen += 1
+        if (value, before) == (was, was_before):
+            return Timeline(steps, value, newest), at
+    return Timeline(steps, value, newest), None
 
 
 def apply(fact: Fact, value: str | None, before: str | None) -> str | None:

@@ -37,7 +37,7 @@ from sqlalchemy import (
 
 from waquality.domain.enums import Source, SubjectKind
 from waquality.domain.events import PhoneJoin
-from waquality.domain.timeline import Fact, replay
+from waquality.domain.timeline import Fact, Step, Timeline, replay_until_met
 from waquality.process.interpret import UNTRACKED_FIELDS, Op, StateChange, StateValue, SubjectRef
 from waquality.store import bulk, schema
 from waquality.store.database import Database
@@ -108,8 +108,8 @@ class StateWriter:
         self.db, self.conn, self.now, self.source = db, conn, now, source
         self.keep_confirmations = keep_confirmations
         self._facts: list[dict[str, Any]] = []
-        # fields whose history is replayed at the end, from the oldest late fact's time
-        self._replays: dict[tuple[tuple[SubjectKind, Any], str], datetime] = {}
+        # fields whose history is replayed at the end: the oldest and newest late fact's time
+        self._replays: dict[tuple[tuple[SubjectKind, Any], str], tuple[datetime, datetime]] = {}
         self._rows: dict[tuple[SubjectKind, Any], dict[str, Any]] = {}
         self._refs: dict[SubjectRef, tuple[SubjectKind, Any]] = {}
         self._dirty: set[tuple[SubjectKind, Any]] = set()
@@ -207,8 +207,8 @@ class StateWriter:
         fact = self._fact(ident, field, change, at, timed.event_id)
         if epoch < newest or change.op is Op.RESTORE:  # replay the field at the end
             self._facts.append(fact)
-            late = self._replays.get((ident, field))
-            self._replays[(ident, field)] = at if late is None else min(late, at)
+            first, last = self._replays.get((ident, field), (at, at))
+            self._replays[(ident, field)] = (min(first, at), max(last, at))
             for follow_up in self._follow_ups(ident, row, field, change.value):
                 self._apply_change(follow_up, at, timed.event_id)
             return
@@ -298,18 +298,23 @@ class StateWriter:
 
     def _replay(self) -> None:
         """Replay the history of every field an older fact (or a restore) touched, from that
-        fact's time on: history before it stays as it is (a late fact cannot change it), so a
-        field with a long history costs no more than one with a short one. Its rows from then
-        on are deleted and the replayed ones written, and the current value is the one the
-        facts give (unless a newer confirmation that changed nothing holds it)."""
+        fact's time on: history before it stays as it is (a late fact cannot change it), and
+        so does history after it once the replay meets it again (the same value, replacing
+        the same one, after the last late fact), so that a late fact costs about what it
+        changes, however long the field's history. The rows in between are replaced by the
+        replayed ones; a replay that never meets the old history replaces all of it from the
+        late fact on and sets the current value the facts give (unless a newer confirmation
+        that changed nothing holds it)."""
         wanted, self._replays = sorted(self._replays.items(), key=str), {}
         if not wanted:
             return
         self._flush_history()
         keys = [(kind.value, str(key), field) for ((kind, key), field), _ in wanted]
-        since = {key: at for key, (_, at) in zip(keys, wanted, strict=True)}
+        late = {key: span for key, (_, span) in zip(keys, wanted, strict=True)}
+        since: dict[tuple[str, str, str], Span] = {key: (t, None) for key, (t, _) in late.items()}
         f, h = schema.facts, schema.history
         found: dict[tuple[str, str, str], list[Fact]] = {key: [] for key in keys}
+        old: dict[tuple[str, str, str], list[Step]] = {key: [] for key in keys}
         for chunk in _chunks(keys, REPLAY_KEYS_PER_QUERY):
             query = select(f).where(_from(f, chunk, since)).order_by(f.c.occurred_at, f.c.id)
             for r in self.conn.execute(query):
@@ -317,31 +322,49 @@ class StateWriter:
                     Op(r.op), r.value, r.occurred_at, r.source, r.event_id, r.recorded_at, r.id
                 )
                 found[(r.subject_kind, r.subject_key, r.field)].append(fact)
-        start = {key: self._value_before(key, since[key]) for key in keys}
-        for chunk in _chunks(keys, REPLAY_KEYS_PER_QUERY):
-            self.conn.execute(delete(h).where(_from(h, chunk, since)))
+            query = select(h).where(_from(h, chunk, since)).order_by(h.c.occurred_at, h.c.id)
+            for r in self.conn.execute(query):
+                was = Fact(Op.SET, r.new_value, r.occurred_at, r.source, r.event_id, r.recorded_at)
+                old[(r.subject_kind, r.subject_key, r.field)].append(
+                    Step(r.old_value, r.new_value, was)
+                )
+        replaced: dict[tuple[str, str, str], Span] = {}
         for ((ident, field), _), key in zip(wanted, keys, strict=True):
-            row = self._rows[ident]
-            value, before = start[key]
-            timeline = replay(found[key], value, before)
+            value, before = self._value_before(key, since[key][0])
+            timeline, until = replay_until_met(found[key], value, before, old[key], late[key][1])
+            replaced[key] = (since[key][0], until)
             for step in timeline.steps:
                 self._history.append(self._step_row(key, step.old, step.new, step.fact))
-            if timeline.newest is None:
-                continue
-            newest = max(row["as_of"].get(field, float("-inf")), timeline.newest.timestamp())
-            row["as_of"][field] = newest
-            self._dirty.add(ident)
-            current = history_text(row[field])
-            if newest > timeline.newest.timestamp():  # a newer confirmation holds the value
-                if current != timeline.value:
-                    at = datetime.fromtimestamp(newest, UTC)
-                    back = Fact(Op.SET, current, at, Source.POLL.value, None, self.now)
-                    self._history.append(self._step_row(key, timeline.value, current, back))
-                continue
+            if until is not None or timeline.newest is None:
+                continue  # the rest of the history, and the current value, stand
+            self._settle(ident, field, key, timeline)
+        for chunk in _chunks(keys, REPLAY_KEYS_PER_QUERY):
+            self.conn.execute(delete(h).where(_from(h, chunk, replaced)))
+
+    def _settle(
+        self,
+        ident: tuple[SubjectKind, Any],
+        field: str,
+        key: tuple[str, str, str],
+        timeline: Timeline,
+    ) -> None:
+        """The current value after a replay to the field's newest fact."""
+        assert timeline.newest is not None
+        row = self._rows[ident]
+        newest = max(row["as_of"].get(field, float("-inf")), timeline.newest.timestamp())
+        row["as_of"][field] = newest
+        self._dirty.add(ident)
+        current = history_text(row[field])
+        if newest > timeline.newest.timestamp():  # a newer confirmation holds the value
             if current != timeline.value:
-                new = _typed(schema.STATE_TABLES[ident[0]].c[field], timeline.value)
-                self.changed.append(Changed(ident[0], row, field, row[field], new, timeline.newest))
-                row[field] = new
+                at = datetime.fromtimestamp(newest, UTC)
+                back = Fact(Op.SET, current, at, Source.POLL.value, None, self.now)
+                self._history.append(self._step_row(key, timeline.value, current, back))
+            return
+        if current != timeline.value:
+            new = _typed(schema.STATE_TABLES[ident[0]].c[field], timeline.value)
+            self.changed.append(Changed(ident[0], row, field, row[field], new, timeline.newest))
+            row[field] = new
 
     def _value_before(
         self, key: tuple[str, str, str], at: datetime
@@ -402,18 +425,23 @@ class StateWriter:
         self._dirty.clear()
 
 
-def _from(table: Table, keys: Sequence[tuple[str, str, str]], since: dict[Any, datetime]) -> Any:
-    """Rows of ``table`` (facts or history) about these fields, each from its time on."""
-    return or_(
-        *(
-            and_(
-                table.c.subject_kind == kind,
-                table.c.subject_key == key,
-                table.c.field == field,
-                table.c.occurred_at >= since[(kind, key, field)],
-            )
-            for kind, key, field in keys
-        )
+Span = tuple[datetime, datetime | None]  # from, until (None: to the end), both included
+
+
+def _from(table: Table, keys: Sequence[tuple[str, str, str]], spans: dict[Any, Span]) -> Any:
+    """Rows of ``table`` (facts or history) about these fields, each in its span of time."""
+    return or_(*(_within(table, key, spans[key]) for key in keys))
+
+
+def _within(table: Table, key: tuple[str, str, str], span: Span) -> Any:
+    first, until = span
+    at = table.c.occurred_at
+    return and_(
+        table.c.subject_kind == key[0],
+        table.c.subject_key == key[1],
+        table.c.field == key[2],
+        at >= first,
+        *((at <= until,) if until is not None else ()),
     )
 
 
