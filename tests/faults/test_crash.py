@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from builders import envelope, template_status
+from conftest import LiveServer, signed_headers, wait_for
 from waquality.errors import StoreUnavailable
 from waquality.process.child import spawn_context
 from waquality.store.database import WriteGate
@@ -56,3 +58,28 @@ def test_a_writer_killed_while_holding_the_gate_does_not_block_the_next() -> Non
         pass
     with gate.background():
         pass
+
+
+def test_acknowledgements_go_on_when_the_idle_processing_child_is_killed(
+    server: LiveServer,
+) -> None:
+    """The child waits for work, and for the word to stop, on primitives it shares with the
+    server: its death while waiting must not hang the server's next wakeup, or the
+    acknowledgement behind it, or the server's stop."""
+
+    def post(index: int) -> int:
+        body = envelope(template_status(index, "APPROVED", 1_760_000_000 + index))
+        headers = signed_headers(body)
+        return server.client.post(
+            "/webhooks/whatsapp", content=body, headers=headers, timeout=5
+        ).status_code
+
+    assert post(0) == 200
+    server.wait_processed()
+    child = server.runtime.processing
+    assert child is not None
+    first = child._process
+    os.kill(first.pid, signal.SIGKILL)
+    assert [post(index) for index in range(1, 6)] == [200] * 5
+    wait_for(lambda: child._process is not first and child._process.is_alive())
+    assert server.wait_processed()["processed"] == 6

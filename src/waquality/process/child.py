@@ -14,11 +14,11 @@ import logging
 import multiprocessing
 import signal
 import threading
-from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 from waquality.config import Settings
 from waquality.store.database import WriteGate
+from waquality.sync import SharedEvent
 
 log = logging.getLogger(__name__)
 RESTART_DELAY = 1.0
@@ -32,8 +32,8 @@ class ProcessingChild:
         self.gate = gate
         context = multiprocessing.get_context("spawn")
         self._context = context
-        self.wake = context.Event()
-        self._stop = context.Event()
+        self.wake = SharedEvent(context)
+        self._stop = SharedEvent(context)
         self._busy: Any = context.Value("b", 0, lock=False)
         self._arrivals: Any = context.Value("d", 0.0, lock=False)
         self._process: Any = None
@@ -93,8 +93,8 @@ def spawn_context() -> Any:
 def _child_main(
     settings: Settings,
     gate: WriteGate | None,
-    wake: ProcessEvent,
-    stop: ProcessEvent,
+    wake: SharedEvent,
+    stop: SharedEvent,
     busy: Any,
     arrivals: Any,
 ) -> None:

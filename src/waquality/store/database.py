@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from waquality.errors import ConfigError, StoreConflict, StoreUnavailable
+from waquality.sync import SharedCondition
 
 _CONFLICT_STATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 # A WAL this long (in pages) is moved into the database file even if writers must wait
@@ -74,7 +75,7 @@ class WriteGate:
         if context is None:
             return _Shared(threading.Condition(), _Cell(), _Cell())
         return _Shared(
-            context.Condition(),
+            SharedCondition(context),
             context.Value("b", 0, lock=False),
             context.Value("i", 0, lock=False),
         )
