@@ -28,14 +28,15 @@ from waquality.sync import SharedCondition
 
 _CONFLICT_STATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 # A WAL this long (in pages) is moved into the database file even if writers must wait
-# briefly; once it starts over, its file is cut back to WAL_FILE_LIMIT bytes.
+# briefly; once it starts over, its file is cut back to 64 MiB (journal_size_limit).
 WAL_RESTART_PAGES = 16_384
-WAL_FILE_LIMIT = 64 * 1024 * 1024
+WAL_TAIL_PAGES = 1_024  # at most this much is moved while writers wait
+WAL_CATCH_UP_PASSES = 4  # moves without the gate before giving up until the next checkpoint
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
-    f"PRAGMA journal_size_limit={WAL_FILE_LIMIT}",
+    "PRAGMA journal_size_limit=67108864",
 )
 
 
@@ -244,17 +245,26 @@ class Database:
         Most of it moves without blocking anyone. The WAL starts over only once all of it has
         moved before the next write: with writers that never pause, as when processing works
         through a backlog, that never happens, and the WAL grows without end (gigabytes within
-        minutes), every read slower as it grows. So once it is ``WAL_RESTART_PAGES`` long, the
-        rest (what was written meanwhile) moves while this holds the write gate."""
+        minutes), every read slower as it grows. So once it is ``WAL_RESTART_PAGES`` long, what
+        was written meanwhile is moved again, until that is at most ``WAL_TAIL_PAGES``, and
+        then once more while this holds the write gate (a few milliseconds' work)."""
         if not self.is_sqlite:
             return
         with unavailable_on_error(), self.engine.connect() as conn:
             driver = conn.connection.driver_connection
             assert driver is not None
-            [(_, pages, _)] = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            if pages >= WAL_RESTART_PAGES:
-                with self.gate.priority():  # ahead of processing, which may never pause
-                    driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            pages = _checkpoint(driver)
+            if pages < WAL_RESTART_PAGES:
+                return
+            for _ in range(WAL_CATCH_UP_PASSES):
+                newer = _checkpoint(driver)
+                if newer < pages:
+                    return  # it started over
+                if newer - pages <= WAL_TAIL_PAGES:
+                    with self.gate.priority():  # ahead of processing, which may never pause
+                        _checkpoint(driver)
+                    return
+                pages = newer
 
     def create_missing(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
         """Insert rows that do not exist yet, without holding their locks in ``conn``.
@@ -338,6 +348,12 @@ def _postgresql_engine(url: str, pool_size: int, write_timeout: float) -> Engine
         dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
 
     return engine
+
+
+def _checkpoint(driver: Any) -> int:
+    """One passive checkpoint; returns the WAL's length in pages."""
+    [(_, pages, _)] = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    return int(pages)
 
 
 def _sqlite_engine(url: str, pool_size: int, busy_timeout_ms: int, checkpoints: bool) -> Engine:

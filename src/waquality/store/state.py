@@ -335,9 +335,8 @@ class StateWriter:
             replaced[key] = (since[key][0], until)
             for step in timeline.steps:
                 self._history.append(self._step_row(key, step.old, step.new, step.fact))
-            if until is not None or timeline.newest is None:
-                continue  # the rest of the history, and the current value, stand
-            self._settle(ident, field, key, timeline)
+            if timeline.newest is not None:
+                self._settle(ident, field, key, timeline, met=until is not None)
         for chunk in _chunks(keys, REPLAY_KEYS_PER_QUERY):
             self.conn.execute(delete(h).where(_from(h, chunk, replaced)))
 
@@ -347,13 +346,18 @@ class StateWriter:
         field: str,
         key: tuple[str, str, str],
         timeline: Timeline,
+        *,
+        met: bool,
     ) -> None:
-        """The current value after a replay to the field's newest fact."""
+        """The field's time and current value after a replay: ``met``, it met the old history
+        again, which from there on stands, and so does the current value."""
         assert timeline.newest is not None
         row = self._rows[ident]
         newest = max(row["as_of"].get(field, float("-inf")), timeline.newest.timestamp())
         row["as_of"][field] = newest
         self._dirty.add(ident)
+        if met:
+            return
         current = history_text(row[field])
         if newest > timeline.newest.timestamp():  # a newer confirmation holds the value
             if current != timeline.value:
