@@ -1,4 +1,4 @@
-"""Waking across processes never waits for a waiter that died (see ``waquality.sync``)."""
+"""Waking across processes never hangs on a waiter that died (see ``waquality.sync``)."""
 
 from __future__ import annotations
 

@@ -1,73 +1,60 @@
 """Waiting and waking across processes, safe when a waiter dies.
 
-``serve`` shares a write gate and two events with its processing child. With the standard
-library's ``multiprocessing.Condition`` (and ``Event``, built on it), waking waiters waits until
-each has woken: one killed while it waited (an out-of-memory kill, a crash, a stop signal sent
-to the whole process group) never does, and the waker hangs for good, with it every webhook
-acknowledgement. Here waking only releases a semaphore once per waiter and never waits. A dead
-waiter leaves a spare release behind, which costs a later waiter one needless look at its
-condition, nothing more.
+``serve`` shares a write gate and two events with its processing child. The standard library's
+``multiprocessing.Condition`` (``Event`` is built on it) wakes waiters precisely: it holds the
+lock until each woken waiter has taken its wakeup, so that no newcomer can take it instead. But
+it waits for that for ever, and a waiter killed while it waited (an out-of-memory kill, a
+crash, a stop signal sent to the whole process group) never takes it: the waker hangs for good,
+and with it every webhook acknowledgement. Here it waits at most ``WAKE_TIMEOUT`` for them; a
+dead waiter costs the first wakeup after its death that long, once.
 """
 
 from __future__ import annotations
 
 import time
 from multiprocessing.context import BaseContext
-from types import TracebackType
+from multiprocessing.synchronize import Condition
 from typing import Any
 
+WAKE_TIMEOUT = 1.0  # seconds: the longest a waker waits for the waiters it woke to wake
 
-class SharedCondition:
-    """A condition variable for processes: ``acquire``/``release`` (or ``with``), ``wait``
-    and ``notify_all``, the lock held around each as with ``threading.Condition``."""
+
+class SharedCondition(Condition):
+    """``multiprocessing.Condition`` whose ``notify`` (and ``notify_all``) gives up on waiters
+    that do not wake within ``WAKE_TIMEOUT``."""
 
     def __init__(self, context: BaseContext) -> None:
-        self._lock = context.Lock()
-        self._wakeups = context.Semaphore(0)
-        self._sleepers: Any = context.Value("i", 0, lock=False)  # guarded by the lock
+        super().__init__(ctx=context)
 
     @property
     def sleepers(self) -> int:
         """How many wait now (dead ones included)."""
-        return int(self._sleepers.value)
+        state: Any = self
+        return int(state._sleeping_count.get_value() - state._woken_count.get_value())
 
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        return self._lock.acquire(block, timeout)
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def __enter__(self) -> SharedCondition:
-        self._lock.acquire()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._lock.release()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Release the lock until notified (or ``timeout``), then take it again; returns whether
-        a wakeup came (it may be a spare one: look at the condition again)."""
-        self._sleepers.value += 1
-        self._lock.release()
-        try:
-            return self._wakeups.acquire(True, timeout)
-        finally:
-            self._lock.acquire()
-            self._sleepers.value -= 1
-
-    def notify_all(self) -> None:
-        for _ in range(self._sleepers.value):
-            self._wakeups.release()
+    def notify(self, n: int = 1) -> None:
+        # The standard library's notify, with a deadline on the wait for woken waiters.
+        state: Any = self
+        assert state._lock._semlock._is_mine(), "lock is not owned"
+        assert not state._wait_semaphore.acquire(False)
+        while state._woken_count.acquire(False):  # waiters that timed out since the last one
+            state._sleeping_count.acquire(False)
+        woken = 0
+        while woken < n and state._sleeping_count.acquire(False):
+            state._wait_semaphore.release()
+            woken += 1
+        if woken:
+            deadline = time.monotonic() + WAKE_TIMEOUT
+            for _ in range(woken):
+                if not state._woken_count.acquire(True, max(0.0, deadline - time.monotonic())):
+                    break  # a waiter died while it waited
+            while state._wait_semaphore.acquire(False):  # wakeups nobody took
+                pass
 
 
 class SharedEvent:
     """``multiprocessing.Event``'s interface (``set``, ``clear``, ``is_set``, ``wait``) on a
-    :class:`SharedCondition`: ``set`` never waits for the waiters it wakes."""
+    :class:`SharedCondition`: ``set`` never hangs on a dead waiter."""
 
     def __init__(self, context: BaseContext) -> None:
         self.cond = SharedCondition(context)
