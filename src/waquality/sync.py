@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from multiprocessing.context import BaseContext
-from multiprocessing.synchronize import Condition
+from multiprocessing.synchronize import Condition, Event
 from typing import Any
 
 WAKE_TIMEOUT = 1.0  # seconds: the longest a waker waits for the waiters it woke to wake
@@ -23,8 +23,8 @@ class SharedCondition(Condition):
     """``multiprocessing.Condition`` whose ``notify`` (and ``notify_all``) gives up on waiters
     that do not wake within ``WAKE_TIMEOUT``."""
 
-    def __init__(self, context: BaseContext) -> None:
-        super().__init__(ctx=context)
+    def __init__(self, context: BaseContext, lock: Any = None) -> None:
+        super().__init__(lock, ctx=context)
 
     @property
     def sleepers(self) -> int:
@@ -52,33 +52,14 @@ class SharedCondition(Condition):
                 pass
 
 
-class SharedEvent:
-    """``multiprocessing.Event``'s interface (``set``, ``clear``, ``is_set``, ``wait``) on a
-    :class:`SharedCondition`: ``set`` never hangs on a dead waiter."""
+class SharedEvent(Event):
+    """``multiprocessing.Event`` on a :class:`SharedCondition`: ``set`` never hangs on a dead
+    waiter."""
 
     def __init__(self, context: BaseContext) -> None:
-        self.cond = SharedCondition(context)
-        self._flag: Any = context.Value("b", 0, lock=False)  # guarded by the condition's lock
+        super().__init__(ctx=context)
+        self._cond = SharedCondition(context, context.Lock())
 
-    def is_set(self) -> bool:
-        with self.cond:
-            return bool(self._flag.value)
-
-    def set(self) -> None:
-        with self.cond:
-            self._flag.value = 1
-            self.cond.notify_all()
-
-    def clear(self) -> None:
-        with self.cond:
-            self._flag.value = 0
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self.cond:
-            while not self._flag.value:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self.cond.wait(left)
-            return bool(self._flag.value)
+    @property
+    def cond(self) -> SharedCondition:
+        return self._cond

@@ -58,24 +58,23 @@ def replay_until_met(
     same one, the old history after that time stands. Returns the steps up to then and that
     time, or every step and ``None`` when the two never meet."""
     ordered = sorted(facts, key=lambda f: (f.occurred_at, f.order))
-    value, newest = initial, None
+    value, at = initial, None
     steps: list[Step] = []
     was, was_before, seen = initial, before, 0  # the old history's value then
     for index, fact in enumerate(ordered):
-        newest = fact.occurred_at
+        at = fact.occurred_at
         new = apply(fact, value, before)
         if new != value:
             steps.append(Step(value, new, fact))
             value, before = new, value
-        at = fact.occurred_at
         if at < settled or (index + 1 < len(ordered) and ordered[index + 1].occurred_at == at):
             continue
         while seen < len(old) and old[seen].fact.occurred_at <= at:
             was, was_before = old[seen].new, old[seen].old
             seen += 1
         if (value, before) == (was, was_before):
-            return Timeline(steps, value, newest), at
-    return Timeline(steps, value, newest), None
+            return Timeline(steps, value, at), at
+    return Timeline(steps, value, at), None
 
 
 def apply(fact: Fact, value: str | None, before: str | None) -> str | None:

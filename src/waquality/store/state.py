@@ -41,6 +41,7 @@ from waquality.domain.timeline import Fact, Step, Timeline, replay_until_met
 from waquality.process.interpret import UNTRACKED_FIELDS, Op, StateChange, StateValue, SubjectRef
 from waquality.store import bulk, schema
 from waquality.store.database import Database
+from waquality.store.stats import chunks
 
 _PK = {SubjectKind.PHONE_NUMBER: "key"}
 REPLAY_KEYS_PER_QUERY = 100  # fields one replay statement reads or deletes (SQL stays short)
@@ -315,7 +316,7 @@ class StateWriter:
         f, h = schema.facts, schema.history
         found: dict[tuple[str, str, str], list[Fact]] = {key: [] for key in keys}
         old: dict[tuple[str, str, str], list[Step]] = {key: [] for key in keys}
-        for chunk in _chunks(keys, REPLAY_KEYS_PER_QUERY):
+        for chunk in chunks(keys, REPLAY_KEYS_PER_QUERY):
             query = select(f).where(_from(f, chunk, since)).order_by(f.c.occurred_at, f.c.id)
             for r in self.conn.execute(query):
                 fact = Fact(
@@ -337,7 +338,7 @@ class StateWriter:
                 self._history.append(self._step_row(key, step.old, step.new, step.fact))
             if timeline.newest is not None:
                 self._settle(ident, field, key, timeline, met=until is not None)
-        for chunk in _chunks(keys, REPLAY_KEYS_PER_QUERY):
+        for chunk in chunks(keys, REPLAY_KEYS_PER_QUERY):
             self.conn.execute(delete(h).where(_from(h, chunk, replaced)))
 
     def _settle(
@@ -447,10 +448,6 @@ def _within(table: Table, key: tuple[str, str, str], span: Span) -> Any:
         at >= first,
         *((at <= until,) if until is not None else ()),
     )
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    return (items[i : i + size] for i in range(0, len(items), size))
 
 
 def _count(value: StateValue) -> int:
