@@ -27,7 +27,7 @@ from waquality.process import worker as worker_module
 from waquality.process.interpret import interpret
 from waquality.process.worker import BatchResult, Processor
 from waquality.reprocess import requeue_quarantined
-from waquality.store import inbox, schema
+from waquality.store import inbox, schema, state
 from waquality.store.database import Database
 from waquality.store.retention import prune_customer_payloads
 
@@ -158,8 +158,18 @@ def _changes(statuses: list[str]) -> list[tuple[str | None, str]]:
     return changes
 
 
+@pytest.fixture(params=[state.REPLAY_FIRST_PAGE, 1, 2], ids=["page", "page-1", "page-2"])
+def first_page(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Replays that read a field's facts in pages of the usual size, and of one and two facts
+    (the pages then end amid facts of one time, and a replay reads several)."""
+    monkeypatch.setattr(state, "REPLAY_FIRST_PAGE", request.param)
+    return int(request.param)
+
+
 @pytest.mark.parametrize("seed", range(4))
-def test_newest_first_delivery_gives_the_in_order_history(db: Database, seed: int) -> None:
+def test_newest_first_delivery_gives_the_in_order_history(
+    db: Database, seed: int, first_page: int
+) -> None:
     """Every fact arrives late, several per batch for one template: history is exact."""
     rng = random.Random(seed)
     timelines = _status_timelines(rng)
@@ -176,7 +186,9 @@ def test_newest_first_delivery_gives_the_in_order_history(db: Database, seed: in
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_any_delivery_order_gives_the_in_order_history(db: Database, seed: int) -> None:
+def test_any_delivery_order_gives_the_in_order_history(
+    db: Database, seed: int, first_page: int
+) -> None:
     rng = random.Random(seed)
     timelines = _status_timelines(rng)
     events = [
@@ -205,7 +217,9 @@ LADDER = (
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_counters_and_restores_in_any_delivery_order(db: Database, seed: int) -> None:
+def test_counters_and_restores_in_any_delivery_order(
+    db: Database, seed: int, first_page: int
+) -> None:
     rng = random.Random(seed)
     events = [
         template_status(9, event, T0 + 10 * i, title=title)
@@ -247,6 +261,36 @@ def test_a_late_fact_leaves_the_history_before_it_alone(db: Database) -> None:
     expected = _changes([*statuses[:56], "PAUSED", *statuses[56:]])
     assert [(r["old_value"], r["new_value"]) for r in after] == expected
     assert template(db, 21)["status"] == statuses[-1]
+
+
+def test_a_late_fact_reads_a_page_of_the_history_after_it(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A late fact that changes little costs one page of facts, however long the history
+    after it; the history comes out as if every fact had come in order."""
+    statuses = ["APPROVED", "REJECTED", "PENDING"] * 100
+    for start in range(0, len(statuses), 50):
+        events = [
+            template_status(22, status, T0 + 10 * i)
+            for i, status in enumerate(statuses[start : start + 50], start)
+        ]
+        process(db, *(envelope(event) for event in events))
+    read: list[int] = []
+    replay = state.replay_until_met
+
+    def counted(facts: Sequence[Any], *args: Any) -> Any:
+        read.append(len(facts))
+        return replay(facts, *args)
+
+    monkeypatch.setattr(state, "replay_until_met", counted)
+    late = T0 + 10 * 10 + 5  # between the 11th and 12th: APPROVED → PAUSED → PENDING
+    process(db, envelope(template_status(22, "PAUSED", late)))
+    # each field the late pause touches (status and its counters) read one page, which ends
+    # before its last fact's time
+    assert read and all(n == state.REPLAY_FIRST_PAGE - 1 for n in read)
+    expected = _changes([*statuses[:11], "PAUSED", *statuses[11:]])
+    assert status_history(db, "22") == expected
+    assert template(db, 22)["status"] == statuses[-1]
 
 
 def test_out_of_order_limits_keep_the_newest(db: Database) -> None:

@@ -44,7 +44,8 @@ from waquality.store.database import Database
 from waquality.store.stats import chunks
 
 _PK = {SubjectKind.PHONE_NUMBER: "key"}
-REPLAY_KEYS_PER_QUERY = 100  # fields one replay statement reads or deletes (SQL stays short)
+REPLAY_KEYS_PER_QUERY = 100  # fields one statement deletes the replaced history of
+REPLAY_FIRST_PAGE = 64  # facts a field's replay reads first (see StateWriter._replay_field)
 # Rows are locked kind by kind in this order, keys sorted within a kind (businesses last: they
 # are reached from WABAs).
 LOCK_ORDER = (
@@ -310,36 +311,56 @@ class StateWriter:
         if not wanted:
             return
         self._flush_history()
-        keys = [(kind.value, str(key), field) for ((kind, key), field), _ in wanted]
-        late = {key: span for key, (_, span) in zip(keys, wanted, strict=True)}
-        since: dict[tuple[str, str, str], Span] = {key: (t, None) for key, (t, _) in late.items()}
-        f, h = schema.facts, schema.history
-        found: dict[tuple[str, str, str], list[Fact]] = {key: [] for key in keys}
-        old: dict[tuple[str, str, str], list[Step]] = {key: [] for key in keys}
-        for chunk in chunks(keys, REPLAY_KEYS_PER_QUERY):
-            query = select(f).where(_from(f, chunk, since)).order_by(f.c.occurred_at, f.c.id)
-            for r in self.conn.execute(query):
-                fact = Fact(
-                    Op(r.op), r.value, r.occurred_at, r.source, r.event_id, r.recorded_at, r.id
-                )
-                found[(r.subject_kind, r.subject_key, r.field)].append(fact)
-            query = select(h).where(_from(h, chunk, since)).order_by(h.c.occurred_at, h.c.id)
-            for r in self.conn.execute(query):
-                was = Fact(Op.SET, r.new_value, r.occurred_at, r.source, r.event_id, r.recorded_at)
-                old[(r.subject_kind, r.subject_key, r.field)].append(
-                    Step(r.old_value, r.new_value, was)
-                )
         replaced: dict[tuple[str, str, str], Span] = {}
-        for ((ident, field), _), key in zip(wanted, keys, strict=True):
-            value, before = self._value_before(key, since[key][0])
-            timeline, until = replay_until_met(found[key], value, before, old[key], late[key][1])
-            replaced[key] = (since[key][0], until)
+        for (ident, field), (first, last) in wanted:
+            key = (ident[0].value, str(ident[1]), field)
+            timeline, until = self._replay_field(key, first, last)
+            replaced[key] = (first, until)
             for step in timeline.steps:
                 self._history.append(self._step_row(key, step.old, step.new, step.fact))
             if timeline.newest is not None:
                 self._settle(ident, field, key, timeline, met=until is not None)
-        for chunk in chunks(keys, REPLAY_KEYS_PER_QUERY):
+        h = schema.history
+        for chunk in chunks(list(replaced), REPLAY_KEYS_PER_QUERY):
             self.conn.execute(delete(h).where(_from(h, chunk, replaced)))
+
+    def _replay_field(
+        self, key: tuple[str, str, str], first: datetime, last: datetime
+    ) -> tuple[Timeline, datetime | None]:
+        """One field's replay from ``first`` (its oldest late fact; ``last`` is the newest).
+        It reads the facts from then on a page at a time, each page four times the one
+        before, beside the old history of the same span, until the replay meets the old
+        history within what it read or there is no more to read: a late fact close to where
+        it changes nothing more costs a page, whatever follows it."""
+        value, before = self._value_before(key, first)
+        f, h = schema.facts, schema.history
+        page = REPLAY_FIRST_PAGE
+        while True:
+            query = select(f).where(_within(f, key, (first, None)))
+            query = query.order_by(f.c.occurred_at, f.c.id).limit(page)
+            facts = [
+                Fact(Op(r.op), r.value, r.occurred_at, r.source, r.event_id, r.recorded_at, r.id)
+                for r in self.conn.execute(query)
+            ]
+            # a full page may end amid facts of one time: read up to, not including, that time
+            end = facts[-1].occurred_at if len(facts) == page else None
+            if end is not None:
+                facts = [fact for fact in facts if fact.occurred_at < end]
+            query = select(h).where(_within(h, key, (first, None)))
+            if end is not None:
+                query = query.where(h.c.occurred_at < end)
+            old = [
+                Step(
+                    r.old_value,
+                    r.new_value,
+                    Fact(Op.SET, r.new_value, r.occurred_at, r.source, r.event_id, r.recorded_at),
+                )
+                for r in self.conn.execute(query.order_by(h.c.occurred_at, h.c.id))
+            ]
+            timeline, until = replay_until_met(facts, value, before, old, last)
+            if until is not None or end is None:
+                return timeline, until
+            page *= 4
 
     def _settle(
         self,
