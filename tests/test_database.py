@@ -46,8 +46,9 @@ def test_sqlite_commits_are_durable(tmp_path: Path) -> None:
 def _synchronous(conn: Connection) -> str:
     """How the transaction's commit waits for the disk."""
     if conn.dialect.name == "sqlite":
-        return {2: "full", 1: "normal"}[conn.exec_driver_sql("PRAGMA synchronous").scalar()]
-    return {"on": "full", "off": "normal"}[conn.exec_driver_sql("SHOW synchronous_commit").scalar()]
+        return {2: "full", 1: "normal"}[conn.exec_driver_sql("PRAGMA synchronous").scalar_one()]
+    shown = conn.exec_driver_sql("SHOW synchronous_commit").scalar_one()
+    return {"on": "full", "off": "normal"}[shown]
 
 
 def test_only_writes_told_so_commit_without_waiting_for_the_disk(database_url: str) -> None:

@@ -23,6 +23,7 @@ from builders import (
     template_status,
 )
 from conftest import manifest, wait_for, webhook
+from waquality.domain import timeline
 from waquality.process import worker as worker_module
 from waquality.process.interpret import interpret
 from waquality.process.worker import BatchResult, Processor
@@ -276,7 +277,7 @@ def test_a_late_fact_reads_a_page_of_the_history_after_it(
         ]
         process(db, *(envelope(event) for event in events))
     read: list[int] = []
-    replay = state.replay_until_met
+    replay = timeline.replay_until_met
 
     def counted(facts: Sequence[Any], *args: Any) -> Any:
         read.append(len(facts))
