@@ -38,8 +38,6 @@ SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA journal_size_limit=67108864",
 )
-_SQLITE_DURABLE = "PRAGMA synchronous=FULL"  # set before every write transaction
-_SQLITE_NOT_DURABLE = "PRAGMA synchronous=NORMAL"
 
 
 class _Cell:
@@ -395,9 +393,11 @@ def _sqlite_engine(url: str, pool_size: int, busy_timeout_ms: int, checkpoints: 
     def _on_begin(conn: Connection) -> None:
         options = conn.get_execution_options()
         if options.get("write", False):
-            # per transaction: the connection goes back to the pool afterwards
-            durable = options.get("durable", True)
-            conn.exec_driver_sql(_SQLITE_DURABLE if durable else _SQLITE_NOT_DURABLE)
+            # set for every write transaction: the connection goes back to the pool afterwards
+            if options.get("durable", True):
+                conn.exec_driver_sql("PRAGMA synchronous=FULL")
+            else:
+                conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")

@@ -27,8 +27,10 @@ from sqlalchemy import (
     Boolean,
     Connection,
     Integer,
+    String,
     Table,
     and_,
+    bindparam,
     delete,
     or_,
     select,
@@ -41,11 +43,13 @@ from waquality.domain.timeline import Fact, Step, Timeline, replay_until_met
 from waquality.process.interpret import UNTRACKED_FIELDS, Op, StateChange, StateValue, SubjectRef
 from waquality.store import bulk, schema
 from waquality.store.database import Database
+from waquality.store.keys import KeyTable
+from waquality.store.keys import params as key_params
 from waquality.store.stats import chunks
 
 _PK = {SubjectKind.PHONE_NUMBER: "key"}
-REPLAY_KEYS_PER_QUERY = 100  # fields one statement deletes the replaced history of
-REPLAY_FIRST_PAGE = 64  # facts a field's replay reads first (see StateWriter._replay_field)
+REPLAY_KEYS_PER_QUERY = 100  # fields one replay statement reads or deletes (SQL stays short)
+REPLAY_FIRST_PAGE = 64  # facts a field's replay reads first (see StateWriter._replay)
 # Rows are locked kind by kind in this order, keys sorted within a kind (businesses last: they
 # are reached from WABAs).
 LOCK_ORDER = (
@@ -306,61 +310,93 @@ class StateWriter:
         changes, however long the field's history. The rows in between are replaced by the
         replayed ones; a replay that never meets the old history replaces all of it from the
         late fact on and sets the current value the facts give (unless a newer confirmation
-        that changed nothing holds it)."""
+        that changed nothing holds it).
+
+        The facts are read a page at a time (``REPLAY_FIRST_PAGE``, then four times the page
+        before), beside the old history of the same span, until the replay meets the old
+        history within what it read or there is no more to read; every field of a round in
+        three statements, whatever their number."""
         wanted, self._replays = sorted(self._replays.items(), key=str), {}
         if not wanted:
             return
         self._flush_history()
-        replaced: dict[tuple[str, str, str], Span] = {}
-        for (ident, field), (first, last) in wanted:
-            key = (ident[0].value, str(ident[1]), field)
-            timeline, until = self._replay_field(key, first, last)
-            replaced[key] = (first, until)
-            for step in timeline.steps:
-                self._history.append(self._step_row(key, step.old, step.new, step.fact))
-            if timeline.newest is not None:
-                self._settle(ident, field, key, timeline, met=until is not None)
+        late = {(kind.value, str(key), field): span for ((kind, key), field), span in wanted}
+        idents = {key: ident_field for key, (ident_field, _) in zip(late, wanted, strict=True)}
+        start: dict[_FieldKey, tuple[str | None, str | None]] = {}
+        replaced: dict[_FieldKey, Span] = {}
+        page = REPLAY_FIRST_PAGE
+        while len(replaced) < len(late):
+            pending = [key for key in late if key not in replaced]
+            ends = self._page_ends(pending, late, page, start)
+            facts, old = self._read_spans(pending, late, ends)
+            for key in pending:
+                first, last = late[key]
+                value, before = start[key]
+                timeline, until = replay_until_met(facts[key], value, before, old[key], last)
+                if until is None and ends[key] is not None:
+                    continue  # not met within the page: read a larger one
+                replaced[key] = (first, until)
+                for step in timeline.steps:
+                    self._history.append(self._step_row(key, step.old, step.new, step.fact))
+                if timeline.newest is not None:
+                    ident, field = idents[key]
+                    self._settle(ident, field, key, timeline, met=until is not None)
+            page *= 4
         h = schema.history
         for chunk in chunks(list(replaced), REPLAY_KEYS_PER_QUERY):
             self.conn.execute(delete(h).where(_from(h, chunk, replaced)))
 
-    def _replay_field(
-        self, key: tuple[str, str, str], first: datetime, last: datetime
-    ) -> tuple[Timeline, datetime | None]:
-        """One field's replay from ``first`` (its oldest late fact; ``last`` is the newest).
-        It reads the facts from then on a page at a time, each page four times the one
-        before, beside the old history of the same span, until the replay meets the old
-        history within what it read or there is no more to read: a late fact close to where
-        it changes nothing more costs a page, whatever follows it."""
-        value, before = self._value_before(key, first)
-        f, h = schema.facts, schema.history
-        page = REPLAY_FIRST_PAGE
-        while True:
-            query = select(f).where(_within(f, key, (first, None)))
-            query = query.order_by(f.c.occurred_at, f.c.id).limit(page)
-            facts = [
-                Fact(Op(r.op), r.value, r.occurred_at, r.source, r.event_id, r.recorded_at, r.id)
-                for r in self.conn.execute(query)
-            ]
-            # a full page may end amid facts of one time: read up to, not including, that time
-            end = facts[-1].occurred_at if len(facts) == page else None
-            if end is not None:
-                facts = [fact for fact in facts if fact.occurred_at < end]
-            query = select(h).where(_within(h, key, (first, None)))
-            if end is not None:
-                query = query.where(h.c.occurred_at < end)
-            old = [
-                Step(
-                    r.old_value,
-                    r.new_value,
-                    Fact(Op.SET, r.new_value, r.occurred_at, r.source, r.event_id, r.recorded_at),
+    def _page_ends(
+        self,
+        keys: list[_FieldKey],
+        late: dict[_FieldKey, tuple[datetime, datetime]],
+        page: int,
+        start: dict[_FieldKey, tuple[str | None, str | None]],
+    ) -> dict[_FieldKey, datetime | None]:
+        """Where each field's page of facts from its first late fact ends (the time of its
+        ``page``-th fact, not included: a page may end amid facts of one time), ``None`` when
+        fewer are left; and, the first time, each field's value just before its first late
+        fact and the value that one replaced, from its history, into ``start``."""
+        dialect = self.conn.dialect.name
+        ends: dict[_FieldKey, datetime | None] = {}
+        for chunk in chunks(keys, REPLAY_KEYS_PER_QUERY):
+            rows = [(*key, late[key][0]) for key in chunk]
+            params = {**key_params(dialect, 4, rows), "skip": page - 1}
+            for kind, subject, field, end, value, before in self.conn.execute(
+                _replay_statement(dialect, "ends"), params
+            ):
+                key = (kind, subject, field)
+                ends[key] = end
+                if key not in start:
+                    found = value is not None or before is not None
+                    start[key] = (value, before) if found else (_INITIAL.get(field), None)
+        return ends
+
+    def _read_spans(
+        self,
+        keys: list[_FieldKey],
+        late: dict[_FieldKey, tuple[datetime, datetime]],
+        ends: dict[_FieldKey, datetime | None],
+    ) -> tuple[dict[_FieldKey, list[Fact]], dict[_FieldKey, list[Step]]]:
+        """Each field's facts and old history from its first late fact to its page's end."""
+        dialect = self.conn.dialect.name
+        facts: dict[_FieldKey, list[Fact]] = {key: [] for key in keys}
+        old: dict[_FieldKey, list[Step]] = {key: [] for key in keys}
+        for chunk in chunks(keys, REPLAY_KEYS_PER_QUERY):
+            rows = [(*key, late[key][0], ends[key] or _NO_END) for key in chunk]
+            params = key_params(dialect, 5, rows)
+            for r in self.conn.execute(_replay_statement(dialect, "facts"), params):
+                facts[(r.subject_kind, r.subject_key, r.field)].append(
+                    Fact(
+                        Op(r.op), r.value, r.occurred_at, r.source, r.event_id, r.recorded_at, r.id
+                    )
                 )
-                for r in self.conn.execute(query.order_by(h.c.occurred_at, h.c.id))
-            ]
-            timeline, until = replay_until_met(facts, value, before, old, last)
-            if until is not None or end is None:
-                return timeline, until
-            page *= 4
+            for r in self.conn.execute(_replay_statement(dialect, "history"), params):
+                was = Fact(Op.SET, r.new_value, r.occurred_at, r.source, r.event_id, r.recorded_at)
+                old[(r.subject_kind, r.subject_key, r.field)].append(
+                    Step(r.old_value, r.new_value, was)
+                )
+        return facts, old
 
     def _settle(
         self,
@@ -391,26 +427,6 @@ class StateWriter:
             new = _typed(schema.STATE_TABLES[ident[0]].c[field], timeline.value)
             self.changed.append(Changed(ident[0], row, field, row[field], new, timeline.newest))
             row[field] = new
-
-    def _value_before(
-        self, key: tuple[str, str, str], at: datetime
-    ) -> tuple[str | None, str | None]:
-        """A field's value just before ``at`` and the value that one replaced, from its
-        history."""
-        h = schema.history
-        query = (
-            select(h.c.new_value, h.c.old_value)
-            .where(
-                h.c.subject_kind == key[0],
-                h.c.subject_key == key[1],
-                h.c.field == key[2],
-                h.c.occurred_at < at,
-            )
-            .order_by(h.c.occurred_at.desc(), h.c.id.desc())
-            .limit(1)
-        )
-        row = self.conn.execute(query).first()
-        return (row[0], row[1]) if row is not None else (_INITIAL.get(key[2]), None)
 
     def _step_row(
         self, key: tuple[str, str, str], old: str | None, new: str | None, fact: Fact
@@ -452,6 +468,71 @@ class StateWriter:
 
 
 Span = tuple[datetime, datetime | None]  # from, until (None: to the end), both included
+
+
+_FieldKey = tuple[str, str, str]  # subject kind, subject key, field
+_NO_END = datetime(9999, 12, 31, tzinfo=UTC)  # a span's end when it has none
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _replay_statement(dialect: str, name: str) -> Any:
+    """A replay's statements, each for many fields at once (see :mod:`waquality.store.keys`),
+    built once per database kind:
+
+    - ``ends``: for (kind, key, field, since) and ``skip``, the time of the field's fact at
+      that offset from ``since`` on, and its history's value before ``since`` and the one
+      that value replaced;
+    - ``facts``, ``history``: for (kind, key, field, since, end), the rows in [since, end).
+    """
+    statement = _STATEMENTS.get((dialect, name))
+    if statement is not None:
+        return statement
+    f, h = schema.facts, schema.history
+    text, time = String(), schema.UTCDateTime()
+    if name == "ends":
+        keys = KeyTable(dialect, (text, text, text, time))
+        kind, subject, field, since = keys.columns
+
+        def about(table: Table) -> Any:
+            c = table.c
+            return and_(c.subject_kind == kind, c.subject_key == subject, c.field == field)
+
+        end = (
+            select(f.c.occurred_at)
+            .where(about(f), f.c.occurred_at >= since)
+            .order_by(f.c.occurred_at, f.c.id)
+            .offset(bindparam("skip"))
+            .limit(1)
+            .scalar_subquery()
+        )
+
+        def before(column: Any) -> Any:
+            return (
+                select(column)
+                .where(about(h), h.c.occurred_at < since)
+                .order_by(h.c.occurred_at.desc(), h.c.id.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
+
+        columns = (kind, subject, field, end, before(h.c.new_value), before(h.c.old_value))
+        statement = select(*columns).select_from(keys.table)
+    else:
+        keys = KeyTable(dialect, (text, text, text, time, time))
+        kind, subject, field, since, until = keys.columns
+        table = f if name == "facts" else h
+        c = table.c
+        on = and_(
+            c.subject_kind == kind,
+            c.subject_key == subject,
+            c.field == field,
+            c.occurred_at >= since,
+            c.occurred_at < until,
+        )
+        statement = select(table).select_from(keys.table).join(table, on)
+        statement = statement.order_by(c.occurred_at, c.id)
+    _STATEMENTS[(dialect, name)] = statement
+    return statement
 
 
 def _from(table: Table, keys: Sequence[tuple[str, str, str]], spans: dict[Any, Span]) -> Any:
