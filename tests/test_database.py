@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 
 from waquality.errors import StoreConflict, StoreUnavailable
 from waquality.store import database
@@ -39,30 +39,6 @@ def test_sqlite_commits_are_durable(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
             assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
-    finally:
-        db.dispose()
-
-
-def _synchronous(conn: Connection) -> str:
-    """How the transaction's commit waits for the disk."""
-    if conn.dialect.name == "sqlite":
-        return {2: "full", 1: "normal"}[conn.exec_driver_sql("PRAGMA synchronous").scalar_one()]
-    shown = conn.exec_driver_sql("SHOW synchronous_commit").scalar_one()
-    return {"on": "full", "off": "normal"}[shown]
-
-
-def test_only_writes_told_so_commit_without_waiting_for_the_disk(database_url: str) -> None:
-    """Processing's batches commit without waiting for the disk; every other write, and the
-    same pooled connection's next one, waits again."""
-    db = Database(database_url, pool_size=1)
-    try:
-        seen = []
-        for durable in (True, False, True, False):
-            with db.write(durable=durable) as conn:
-                seen.append(_synchronous(conn))
-        with db.write(priority=True) as conn:
-            seen.append(_synchronous(conn))
-        assert seen == ["full", "normal", "full", "normal", "full"]
     finally:
         db.dispose()
 

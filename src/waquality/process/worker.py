@@ -117,9 +117,7 @@ class Processor:
         ids: list[int] = list(prefetched or ())
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
-                # not durable: a batch lost to a power cut leaves its bodies pending, to be
-                # processed again (processing is idempotent)
-                with self.db.write(durable=False) as conn:
+                with self.db.write() as conn:
                     if prefetched is None:
                         rows = inbox.claim_pending(conn, size)
                         parsed = [

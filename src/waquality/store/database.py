@@ -199,14 +199,8 @@ class Database:
         return postgresql.insert(table)
 
     @contextmanager
-    def write(self, *, priority: bool = False, durable: bool = True) -> Iterator[Connection]:
+    def write(self, *, priority: bool = False) -> Iterator[Connection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit.
-
-        ``durable=False``: the commit does not wait for the disk (SQLite's
-        ``synchronous=NORMAL``, PostgreSQL's ``synchronous_commit=off``), so a power cut or a
-        crash of the machine may lose it, whole; a later durable commit keeps it, and so does
-        SQLite's next checkpoint. For work that is redone when it is lost: processing, whose
-        bodies stay pending until its commit stands.
 
         ``priority`` writes (webhook acknowledgements, from one thread) use one dedicated
         connection that never runs SQLite's WAL checkpoints: those happen on other connections
@@ -216,7 +210,7 @@ class Database:
         """
         if not priority:
             with self.gate.background(), unavailable_on_error(), self.engine.connect() as conn:
-                conn = conn.execution_options(write=True, durable=durable)
+                conn = conn.execution_options(write=True)
                 with conn.begin():
                     yield conn
             return
@@ -353,11 +347,6 @@ def _postgresql_engine(url: str, pool_size: int, write_timeout: float) -> Engine
         # database's own work on the rows.
         dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        if not conn.get_execution_options().get("durable", True):
-            conn.exec_driver_sql("SET LOCAL synchronous_commit TO off")
-
     return engine
 
 
@@ -391,15 +380,7 @@ def _sqlite_engine(url: str, pool_size: int, busy_timeout_ms: int, checkpoints: 
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        options = conn.get_execution_options()
-        if options.get("write", False):
-            # set for every write transaction: the connection goes back to the pool afterwards
-            if options.get("durable", True):
-                conn.exec_driver_sql("PRAGMA synchronous=FULL")
-            else:
-                conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            conn.exec_driver_sql("BEGIN")
+        write = conn.get_execution_options().get("write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
