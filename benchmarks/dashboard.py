@@ -27,8 +27,9 @@ from typing import Any
 
 import httpx
 from pydantic import SecretStr
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
+from harness import Postgres
 from waquality.api.app import create_api
 from waquality.api.auth import Authenticator, digest
 from waquality.config import Settings
@@ -37,7 +38,6 @@ from waquality.store import migrate, schema
 from waquality.store.database import Database
 from waquality.store.stats import ALL
 
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "waquality_bench_dashboard"
 TOKEN = "benchmark-token"  # noqa: S105
 NUMBERS, TEMPLATES, WABAS = 20, 500, 4
@@ -482,19 +482,13 @@ async def measure(db: Database, requests: int) -> list[tuple[str, int, float, fl
 
 
 def _postgres() -> str:
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{BENCH_DB}"'))
-    admin.dispose()
-    return ADMIN_URL.rsplit("/", 1)[0] + "/" + BENCH_DB
+    database = Postgres(BENCH_DB)
+    database.recreate()
+    return database.url
 
 
 def _drop_postgres() -> None:
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
-    admin.dispose()
+    Postgres(BENCH_DB).drop()
 
 
 def run(kind: str, requests: int) -> None:

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import create_engine, text
 
+from harness import Postgres
 from waquality.process.worker import Processor
 from waquality.store import inbox, migrate
 from waquality.store.database import Database
 
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "waquality_bench_late_facts"
 TEMPLATES = 20
 T0 = 1_760_000_000  # the first change's time (Unix seconds)
@@ -82,12 +81,9 @@ def measure(url: str, history: int, late: int, seed: int) -> tuple[float, float]
 
 
 def _postgres() -> str:
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{BENCH_DB}"'))
-    admin.dispose()
-    return ADMIN_URL.rsplit("/", 1)[0] + "/" + BENCH_DB
+    database = Postgres(BENCH_DB)
+    database.recreate()
+    return database.url
 
 
 def main(argv: list[str] | None = None) -> int:

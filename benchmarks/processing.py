@@ -18,26 +18,21 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
 import bodies
+from harness import Postgres
 from waquality.heap import freeze_startup_objects
 from waquality.process.worker import Processor
 from waquality.store import inbox, migrate
 from waquality.store.database import Database
 
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "waquality_bench_processing"
 MIXES = {"realistic (95% messages)": 0.95, "stress (management only)": 0.0}
 
 
 def _postgres() -> str:
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{BENCH_DB}"'))
-    admin.dispose()
-    return ADMIN_URL.rsplit("/", 1)[0] + "/" + BENCH_DB
+    database = Postgres(BENCH_DB)
+    database.recreate()
+    return database.url
 
 
 def measure(url: str, count: int, share: float, batch_size: int) -> tuple[float, float]:
