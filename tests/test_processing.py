@@ -294,6 +294,29 @@ def test_a_late_fact_reads_a_page_of_the_history_after_it(
     assert template(db, 22)["status"] == statuses[-1]
 
 
+def test_one_batch_replays_more_fields_than_one_statement_reads(db: Database) -> None:
+    """Late facts about more fields than one replay statement takes (chunks of them), some
+    met at once, some never."""
+    count = state.REPLAY_KEYS_PER_QUERY + 30
+    templates = range(100, 100 + count)
+    process(db, *(envelope(template_status(t, "APPROVED", T0 + 100)) for t in templates))
+    late = [
+        template_status(t, "APPROVED" if t % 2 else "REJECTED", T0 + 50) for t in templates
+    ]
+    store(db, *(envelope(event) for event in late))
+    Processor(db, batch_size=count, clock=lambda: NOW).drain()
+    for t in templates:
+        if t % 2:  # the same value earlier: the history starts there, then nothing changes
+            assert status_history(db, str(t)) == [(None, "APPROVED")]
+        else:
+            assert status_history(db, str(t)) == [(None, "REJECTED"), ("REJECTED", "APPROVED")]
+        assert template(db, t)["status"] == "APPROVED"
+    h = schema.history
+    first = rows(db, h, h.c.field == "status", h.c.old_value.is_(None))
+    assert len(first) == count
+    assert {r["occurred_at"] for r in first} == {datetime.fromtimestamp(T0 + 50, UTC)}
+
+
 def test_out_of_order_limits_keep_the_newest(db: Database) -> None:
     process(
         db,
