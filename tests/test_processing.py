@@ -300,9 +300,7 @@ def test_one_batch_replays_more_fields_than_one_statement_reads(db: Database) ->
     count = state.REPLAY_KEYS_PER_QUERY + 30
     templates = range(100, 100 + count)
     process(db, *(envelope(template_status(t, "APPROVED", T0 + 100)) for t in templates))
-    late = [
-        template_status(t, "APPROVED" if t % 2 else "REJECTED", T0 + 50) for t in templates
-    ]
+    late = [template_status(t, "APPROVED" if t % 2 else "REJECTED", T0 + 50) for t in templates]
     store(db, *(envelope(event) for event in late))
     Processor(db, batch_size=count, clock=lambda: NOW).drain()
     for t in templates:
