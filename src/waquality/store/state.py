@@ -32,7 +32,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
-    or_,
     select,
     update,
 )
@@ -48,7 +47,7 @@ from waquality.store.keys import params as key_params
 from waquality.store.stats import chunks
 
 _PK = {SubjectKind.PHONE_NUMBER: "key"}
-REPLAY_KEYS_PER_QUERY = 100  # fields one replay statement reads or deletes (SQL stays short)
+REPLAY_KEYS_PER_QUERY = 100  # fields one replay statement reads or deletes
 REPLAY_FIRST_PAGE = 64  # facts a field's replay reads first (see StateWriter._replay)
 # Rows are locked kind by kind in this order, keys sorted within a kind (businesses last: they
 # are reached from WABAs).
@@ -320,45 +319,47 @@ class StateWriter:
         if not wanted:
             return
         self._flush_history()
-        late = {(kind.value, str(key), field): span for ((kind, key), field), span in wanted}
-        idents = {key: ident_field for key, (ident_field, _) in zip(late, wanted, strict=True)}
-        start: dict[_FieldKey, tuple[str | None, str | None]] = {}
-        replaced: dict[_FieldKey, Span] = {}
+        late: dict[_FieldKey, tuple[datetime, datetime]] = {}
+        idents: dict[_FieldKey, tuple[tuple[SubjectKind, Any], str]] = {}
+        for (ident, field), span in wanted:
+            key = (ident[0].value, str(ident[1]), field)
+            late[key], idents[key] = span, (ident, field)
+        replaced: dict[_FieldKey, datetime | None] = {}  # until when (None: to the end)
         page = REPLAY_FIRST_PAGE
         while len(replaced) < len(late):
             pending = [key for key in late if key not in replaced]
-            ends = self._page_ends(pending, late, page, start)
+            ends, starts = self._page_ends(pending, late, page)
             facts, old = self._read_spans(pending, late, ends)
             for key in pending:
-                first, last = late[key]
-                value, before = start[key]
+                (value, before), (_, last) = starts[key], late[key]
                 timeline, until = replay_until_met(facts[key], value, before, old[key], last)
                 if until is None and ends[key] is not None:
                     continue  # not met within the page: read a larger one
-                replaced[key] = (first, until)
+                replaced[key] = until
                 for step in timeline.steps:
                     self._history.append(self._step_row(key, step.old, step.new, step.fact))
                 if timeline.newest is not None:
                     ident, field = idents[key]
                     self._settle(ident, field, key, timeline, met=until is not None)
             page *= 4
-        h = schema.history
+        dialect = self.conn.dialect.name
         for chunk in chunks(list(replaced), REPLAY_KEYS_PER_QUERY):
-            self.conn.execute(delete(h).where(_from(h, chunk, replaced)))
+            rows = [(*key, late[key][0], replaced[key] or _NO_END) for key in chunk]
+            self.conn.execute(_replay_statement(dialect, "replaced"), key_params(dialect, 5, rows))
 
     def _page_ends(
         self,
         keys: list[_FieldKey],
         late: dict[_FieldKey, tuple[datetime, datetime]],
         page: int,
-        start: dict[_FieldKey, tuple[str | None, str | None]],
-    ) -> dict[_FieldKey, datetime | None]:
+    ) -> tuple[dict[_FieldKey, datetime | None], dict[_FieldKey, tuple[str | None, str | None]]]:
         """Where each field's page of facts from its first late fact ends (the time of its
         ``page``-th fact, not included: a page may end amid facts of one time), ``None`` when
-        fewer are left; and, the first time, each field's value just before its first late
-        fact and the value that one replaced, from its history, into ``start``."""
+        fewer are left; and each field's value just before its first late fact and the value
+        that one replaced, from its history."""
         dialect = self.conn.dialect.name
         ends: dict[_FieldKey, datetime | None] = {}
+        values: dict[_FieldKey, tuple[str | None, str | None]] = {}
         for chunk in chunks(keys, REPLAY_KEYS_PER_QUERY):
             rows = [(*key, late[key][0]) for key in chunk]
             params = {**key_params(dialect, 4, rows), "skip": page - 1}
@@ -367,10 +368,9 @@ class StateWriter:
             ):
                 key = (kind, subject, field)
                 ends[key] = end
-                if key not in start:
-                    found = value is not None or before is not None
-                    start[key] = (value, before) if found else (_INITIAL.get(field), None)
-        return ends
+                found = value is not None or before is not None
+                values[key] = (value, before) if found else (_INITIAL.get(field), None)
+        return ends, values
 
     def _read_spans(
         self,
@@ -402,7 +402,7 @@ class StateWriter:
         self,
         ident: tuple[SubjectKind, Any],
         field: str,
-        key: tuple[str, str, str],
+        key: _FieldKey,
         timeline: Timeline,
         *,
         met: bool,
@@ -429,7 +429,7 @@ class StateWriter:
             row[field] = new
 
     def _step_row(
-        self, key: tuple[str, str, str], old: str | None, new: str | None, fact: Fact
+        self, key: _FieldKey, old: str | None, new: str | None, fact: Fact
     ) -> dict[str, Any]:
         return {
             "subject_kind": key[0],
@@ -467,9 +467,6 @@ class StateWriter:
         self._dirty.clear()
 
 
-Span = tuple[datetime, datetime | None]  # from, until (None: to the end), both included
-
-
 _FieldKey = tuple[str, str, str]  # subject kind, subject key, field
 _NO_END = datetime(9999, 12, 31, tzinfo=UTC)  # a span's end when it has none
 _STATEMENTS: dict[tuple[str, str], Any] = {}
@@ -482,7 +479,9 @@ def _replay_statement(dialect: str, name: str) -> Any:
     - ``ends``: for (kind, key, field, since) and ``skip``, the time of the field's fact at
       that offset from ``since`` on, and its history's value before ``since`` and the one
       that value replaced;
-    - ``facts``, ``history``: for (kind, key, field, since, end), the rows in [since, end).
+    - ``facts``, ``history``: for (kind, key, field, since, end), the rows in [since, end);
+    - ``replaced``: for (kind, key, field, since, until), deletes the history in
+      [since, until].
     """
     statement = _STATEMENTS.get((dialect, name))
     if statement is not None:
@@ -527,29 +526,15 @@ def _replay_statement(dialect: str, name: str) -> Any:
             c.subject_key == subject,
             c.field == field,
             c.occurred_at >= since,
-            c.occurred_at < until,
+            c.occurred_at <= until if name == "replaced" else c.occurred_at < until,
         )
-        statement = select(table).select_from(keys.table).join(table, on)
-        statement = statement.order_by(c.occurred_at, c.id)
+        found = select(table).select_from(keys.table).join(table, on)
+        if name == "replaced":
+            statement = delete(h).where(h.c.id.in_(found.with_only_columns(h.c.id)))
+        else:
+            statement = found.order_by(c.occurred_at, c.id)
     _STATEMENTS[(dialect, name)] = statement
     return statement
-
-
-def _from(table: Table, keys: Sequence[tuple[str, str, str]], spans: dict[Any, Span]) -> Any:
-    """Rows of ``table`` (facts or history) about these fields, each in its span of time."""
-    return or_(*(_within(table, key, spans[key]) for key in keys))
-
-
-def _within(table: Table, key: tuple[str, str, str], span: Span) -> Any:
-    first, until = span
-    at = table.c.occurred_at
-    return and_(
-        table.c.subject_kind == key[0],
-        table.c.subject_key == key[1],
-        table.c.field == key[2],
-        at >= first,
-        *((at <= until,) if until is not None else ()),
-    )
 
 
 def _count(value: StateValue) -> int:
