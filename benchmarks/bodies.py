@@ -6,7 +6,8 @@ bodies of a pool are equal and a pool can be generated in parallel shards.
 
 About 95% of the bodies are ``messages`` changes carrying a few
 ``statuses[]`` (sent, delivered, read, failed, with ``conversation`` and
-``pricing`` objects); the rest batch several management changes
+``pricing`` objects): by default each outbound message's own callbacks, as Meta
+sends them (see :data:`STATUSES`); the rest batch several management changes
 (``message_template_status_update``, ``message_template_quality_update``,
 ``phone_number_quality_update``, ``account_alerts``,
 ``business_capability_update``), the way Meta batches updates in one POST.
@@ -52,6 +53,26 @@ MESSAGES_SHARE = 0.95
 sizes webhook endpoints at about 3x outbound plus 1x inbound messages), while quality, template
 and account changes arrive a few times a day per WABA: 5% of bodies carrying several management
 changes each is already far more than a real presence sees."""
+
+STATUSES = ("lifecycle", "new")
+"""How the ``statuses[]`` items of a pool relate to messages.
+
+``lifecycle`` (the default): each business number has its own stream of outbound messages,
+and each message gets its callbacks as Meta sends them (up to three per message: sent,
+delivered, read), in the number's bodies: its ``sent`` first, its ``delivered`` (or, for
+:data:`FAILED_SHARE` of messages, ``failed`` instead, and no ``read``) :data:`DELIVERED_LAG`
+messages later, its ``read`` :data:`READ_LAG` messages later. Body ``i`` belongs to number
+``i % numbers`` and holds the next :data:`SLOTS` callbacks of its stream, of which it sends
+3 to 5 (so some messages are first heard of as delivered or read, and some are never read).
+
+``new``: every status is the first news of a message never seen before, to a customer never
+seen before (the most work per item for the conversation tracker: a new message and a new
+conversation each)."""
+
+SLOTS = 5
+DELIVERED_LAG = 5  # messages
+READ_LAG = 100  # messages
+FAILED_SHARE = 0.1
 
 Json = dict[str, Any]
 
@@ -158,12 +179,29 @@ _FAILURES = (
 _ERROR_HREF = "/documentation/business-messaging/whatsapp/support/error-codes"
 
 
-class BodyFactory:
-    """Builds body ``i`` of the pool identified by ``seed``."""
+@dataclass(frozen=True, slots=True)
+class _Message:
+    """What every callback of one outbound message shares."""
 
-    def __init__(self, seed: int = DEFAULT_SEED) -> None:
+    recipient: str
+    wamid: str
+    category: str
+    tag: str | None  # biz_opaque_callback_data
+    failure: tuple[int, str] | None
+    conversation_id: str
+
+
+class BodyFactory:
+    """Builds body ``i`` of the pool identified by ``seed`` (and ``statuses``, one of
+    :data:`STATUSES`)."""
+
+    def __init__(self, seed: int = DEFAULT_SEED, statuses: str = STATUSES[0]) -> None:
+        if statuses not in STATUSES:
+            raise ValueError(f"statuses must be one of {STATUSES}")
         self.seed = seed
+        self.statuses = statuses
         self.wabas = make_wabas(seed)
+        self.numbers = [(waba, phone) for waba in self.wabas for phone in waba.phones]
 
     def body(self, index: int) -> bytes:
         rng = random.Random(self.seed * 2**40 + index)
@@ -186,11 +224,20 @@ class BodyFactory:
     # -- messages -----------------------------------------------------------
 
     def _statuses_payload(self, rng: random.Random, index: int) -> Json:
-        waba = rng.choice(self.wabas)
-        phone = rng.choice(waba.phones)
-        statuses = [
-            self._status(rng, index, part) for part in range(rng.choice((3, 3, 4, 4, 4, 5)))
-        ]
+        if self.statuses == "lifecycle":
+            number = index % len(self.numbers)
+            waba, phone = self.numbers[number]
+            first = index // len(self.numbers) * SLOTS
+            sent = rng.choice((3, 3, 4, 4, 4, 5))
+            when = BASE_TIME + index - rng.randrange(3)
+            found = (self._callback(number, slot, when) for slot in range(first, first + sent))
+            statuses = [status for status in found if status is not None]
+        else:
+            waba = rng.choice(self.wabas)
+            phone = rng.choice(waba.phones)
+            statuses = [
+                self._status(rng, index, part) for part in range(rng.choice((3, 3, 4, 4, 4, 5)))
+            ]
         value: Json = {
             "messaging_product": "whatsapp",
             "metadata": {
@@ -204,46 +251,52 @@ class BodyFactory:
             "entry": [{"id": waba.waba_id, "changes": [{"field": "messages", "value": value}]}],
         }
 
+    def _callback(self, number: int, slot: int, when: int) -> Json | None:
+        """The callback in ``slot`` of a number's stream (``None``: the read of a failed
+        message, or a message before the stream's first)."""
+        stage = slot % 3
+        serial = slot // 3 - (0, DELIVERED_LAG, READ_LAG)[stage]
+        if serial < 0:
+            return None
+        message = self._message(number, serial)
+        kind = ("sent", "failed" if message.failure else "delivered", "read")[stage]
+        if kind == "read" and message.failure:
+            return None
+        return _status_item(message, kind, when)
+
+    def _message(self, number: int, serial: int) -> _Message:
+        rng = random.Random((self.seed * 2**8 + number) * 2**40 + serial)
+        recipient = f"{rng.choice(('1650', '5511', '4479', '6281'))}{rng.randrange(10**7):07d}"
+        tag = None
+        if rng.random() < 0.3:
+            tag = f"campaign-{rng.randrange(40)}:step-{rng.randrange(6)}"
+        key = f"{self.seed % 0xFFFF:04X}{number:02X}{serial:010X}CD"
+        return _Message(
+            recipient=recipient,
+            wamid=_wamid(recipient, key),
+            category=rng.choice(_PRICING_CATEGORIES),
+            tag=tag,
+            failure=rng.choice(_FAILURES) if rng.random() < FAILED_SHARE else None,
+            conversation_id=hashlib.blake2b(key.encode(), digest_size=16).hexdigest(),
+        )
+
     def _status(self, rng: random.Random, index: int, part: int) -> Json:
         recipient = f"{rng.choice(('1650', '5511', '4479', '6281'))}{rng.randrange(10**7):07d}"
         when = BASE_TIME + index - rng.randrange(60)
         kind = rng.choices(("sent", "delivered", "read", "failed"), (35, 33, 22, 10))[0]
-        status: Json = {
-            "id": _wamid(recipient, self._key(index, part)),
-            "status": kind,
-            "timestamp": str(when),
-            "recipient_id": recipient,
-        }
+        tag = None
         if rng.random() < 0.3:
-            campaign, step = rng.randrange(40), rng.randrange(6)
-            status["biz_opaque_callback_data"] = f"campaign-{campaign}:step-{step}"
+            tag = f"campaign-{rng.randrange(40)}:step-{rng.randrange(6)}"
         category = rng.choice(_PRICING_CATEGORIES)
-        if kind == "failed":
-            code, title = rng.choice(_FAILURES)
-            status["errors"] = [
-                {
-                    "code": code,
-                    "title": title,
-                    "message": title,
-                    "error_data": {"details": f"{title} See the error code reference."},
-                    "href": _ERROR_HREF,
-                }
-            ]
-            return status
-        conversation_id = hashlib.blake2b(f"{index}:{part}".encode(), digest_size=16).hexdigest()
-        conversation: Json = {"id": conversation_id}
-        if kind == "sent":
-            conversation["expiration_timestamp"] = str(when + 86_400)
-        conversation["origin"] = {"type": category}
-        status["conversation"] = conversation
-        if kind != "read":
-            status["pricing"] = {
-                "billable": category != "service",
-                "pricing_model": "PMP",
-                "type": "regular" if category != "service" else "free_customer_service",
-                "category": category,
-            }
-        return status
+        message = _Message(
+            recipient=recipient,
+            wamid=_wamid(recipient, self._key(index, part)),
+            category=category,
+            tag=tag,
+            failure=rng.choice(_FAILURES) if kind == "failed" else None,
+            conversation_id=hashlib.blake2b(f"{index}:{part}".encode(), digest_size=16).hexdigest(),
+        )
+        return _status_item(message, kind, when)
 
     # -- management ---------------------------------------------------------
 
@@ -306,6 +359,45 @@ _PAUSE_TEXT = (
     "Your WhatsApp message template has been paused for 3 hours until Sep 22 at "
     "3:00 AM UTC because it had issues."
 )
+
+
+def _status_item(message: _Message, kind: str, when: int) -> Json:
+    """One ``statuses[]`` item about ``message``."""
+    status: Json = {
+        "id": message.wamid,
+        "status": kind,
+        "timestamp": str(when),
+        "recipient_id": message.recipient,
+    }
+    if message.tag is not None:
+        status["biz_opaque_callback_data"] = message.tag
+    if kind == "failed":
+        assert message.failure is not None
+        code, title = message.failure
+        status["errors"] = [
+            {
+                "code": code,
+                "title": title,
+                "message": title,
+                "error_data": {"details": f"{title} See the error code reference."},
+                "href": _ERROR_HREF,
+            }
+        ]
+        return status
+    category = message.category
+    conversation: Json = {"id": message.conversation_id}
+    if kind == "sent":
+        conversation["expiration_timestamp"] = str(when + 86_400)
+    conversation["origin"] = {"type": category}
+    status["conversation"] = conversation
+    if kind != "read":
+        status["pricing"] = {
+            "billable": category != "service",
+            "pricing_model": "PMP",
+            "type": "regular" if category != "service" else "free_customer_service",
+            "category": category,
+        }
+    return status
 
 
 def _template_status(rng: random.Random, template: Template) -> Json:
@@ -425,6 +517,7 @@ class PoolInfo:
     secret_sha256: str
     total_body_bytes: int
     seconds: float
+    statuses: str = STATUSES[0]
 
     @property
     def mean_body_bytes(self) -> float:
@@ -448,9 +541,16 @@ def _default_signals() -> None:
 
 
 def _write_shard(
-    directory: str, shard: int, shards: int, first: int, count: int, seed: int, secret: bytes
+    directory: str,
+    shard: int,
+    shards: int,
+    first: int,
+    count: int,
+    seed: int,
+    secret: bytes,
+    statuses: str,
 ) -> int:
-    factory = BodyFactory(seed)
+    factory = BodyFactory(seed, statuses)
     total = 0
     with shard_path(Path(directory), shard).open("wb", buffering=1 << 20) as out:
         for index in range(first + shard, first + count, shards):
@@ -469,6 +569,7 @@ def write_pool(
     secret: str = DEFAULT_SECRET,
     shards: int = DEFAULT_SHARDS,
     workers: int | None = None,
+    statuses: str = STATUSES[0],
 ) -> PoolInfo:
     """Write bodies ``first .. first+count-1`` as ``shards`` files under ``directory``.
 
@@ -481,7 +582,7 @@ def write_pool(
     started = time.perf_counter()
     key = secret.encode()
     jobs = workers or min(shards, os.cpu_count() or 1)
-    tasks = [(str(directory), s, shards, first, count, seed, key) for s in range(shards)]
+    tasks = [(str(directory), s, shards, first, count, seed, key, statuses) for s in range(shards)]
     if jobs == 1:
         sizes = [_write_shard(*task) for task in tasks]
     else:
@@ -497,6 +598,7 @@ def write_pool(
         secret_sha256=hashlib.sha256(key).hexdigest(),
         total_body_bytes=sum(sizes),
         seconds=round(time.perf_counter() - started, 3),
+        statuses=statuses,
     )
     (directory / MANIFEST).write_text(json.dumps(asdict(info), indent=2) + "\n")
     return info
@@ -507,11 +609,13 @@ def read_pool(directory: Path) -> PoolInfo:
     return PoolInfo(**data)
 
 
-def describe(count: int, seed: int = DEFAULT_SEED) -> Json:
-    """Counts of bodies, statuses and change fields among the first ``count`` bodies."""
-    factory = BodyFactory(seed)
+def describe(count: int, seed: int = DEFAULT_SEED, kind: str = STATUSES[0]) -> Json:
+    """Counts of bodies, statuses, messages and change fields among the first ``count``
+    bodies (``kind``: one of :data:`STATUSES`)."""
+    factory = BodyFactory(seed, kind)
     fields: dict[str, int] = {}
     statuses: dict[str, int] = {}
+    messages: set[str] = set()
     sizes: list[int] = []
     for index in range(count):
         raw = factory.body(index)
@@ -521,6 +625,7 @@ def describe(count: int, seed: int = DEFAULT_SEED) -> Json:
                 fields[change["field"]] = fields.get(change["field"], 0) + 1
                 for status in change["value"].get("statuses", ()):
                     statuses[status["status"]] = statuses.get(status["status"], 0) + 1
+                    messages.add(status["id"])
     sizes.sort()
     return {
         "bodies": count,
@@ -530,6 +635,7 @@ def describe(count: int, seed: int = DEFAULT_SEED) -> Json:
         "max_bytes": sizes[-1],
         "changes_by_field": dict(sorted(fields.items())),
         "statuses": dict(sorted(statuses.items())),
+        "messages": len(messages),
     }
 
 
@@ -541,16 +647,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=DEFAULT_SHARDS)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--secret", default=DEFAULT_SECRET, help="app secret used to sign")
+    parser.add_argument(
+        "--statuses", choices=STATUSES, default=STATUSES[0], help="how statuses relate to messages"
+    )
     parser.add_argument("--sample", type=int, metavar="N", help="print the first N bodies and exit")
     parser.add_argument("--describe", type=int, metavar="N", help="summarise the first N bodies")
     args = parser.parse_args(argv)
     if args.sample:
-        factory = BodyFactory(args.seed)
+        factory = BodyFactory(args.seed, args.statuses)
         for index in range(args.sample):
             sys.stdout.write(factory.body(index).decode() + "\n")
         return 0
     if args.describe:
-        print(json.dumps(describe(args.describe, args.seed), indent=2))
+        print(json.dumps(describe(args.describe, args.seed, args.statuses), indent=2))
         return 0
     if args.out is None:
         parser.error("--out is required unless --sample or --describe is given")
@@ -561,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         secret=args.secret,
         shards=args.shards,
+        statuses=args.statuses,
     )
     print(
         f"wrote {info.count} requests in {info.shards} shards to {info.directory} "

@@ -47,7 +47,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bodies import DEFAULT_SEED, PoolInfo, write_pool
+from bodies import DEFAULT_SEED, STATUSES, PoolInfo, write_pool
 from harness import (
     HOST,
     CpuSnapshot,
@@ -103,6 +103,7 @@ class Options:
     pool_size: int | None
     pg_database: str
     seed: int
+    statuses: str
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -135,6 +136,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--pool-size", type=int, help="requests to pre-generate (default: enough)")
     parser.add_argument("--pg-database", default="waquality_bench")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument(
+        "--statuses",
+        choices=STATUSES,
+        default=STATUSES[0],
+        help="lifecycle: each message's sent, delivered and read callbacks (default); "
+        "new: every status a message never seen before",
+    )
     args = parser.parse_args(argv)
 
     quick = bool(args.quick)
@@ -163,6 +171,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         pool_size=args.pool_size,
         pg_database=args.pg_database,
         seed=args.seed,
+        statuses=args.statuses,
     )
     if not rates or min(rates) <= 0:
         parser.error("--rates needs positive integers")
@@ -213,13 +222,19 @@ class Bench:
             seed=o.seed,
             secret=self.secret,
             shards=shards,
+            statuses=o.statuses,
         )
         log(
             f"pool ready in {self.pool.seconds:.1f} s, mean body {self.pool.mean_body_bytes:,.0f} B"
         )
         warm = min(WARMUP_SPACE, int(WARMUP_RATE * max(o.warmup_seconds, 1) * 1.5) + 1_000)
         self.warm_pool = write_pool(
-            self.workdir / "warm", warm, seed=o.seed, secret=self.secret, shards=shards
+            self.workdir / "warm",
+            warm,
+            seed=o.seed,
+            secret=self.secret,
+            shards=shards,
+            statuses=o.statuses,
         )
 
     # -- load -----------------------------------------------------------------
@@ -584,7 +599,8 @@ def report(
     if pool is not None:
         print(
             f"Bodies: {pool.count:,} unique signed requests, mean body "
-            f"{pool.mean_body_bytes:,.0f} B; load generator and server share the machine."
+            f"{pool.mean_body_bytes:,.0f} B, statuses: {pool.statuses}; load generator and "
+            "server share the machine."
         )
     if options.quick:
         print("Quick smoke run: numbers are not comparable with the targets.")

@@ -3,9 +3,11 @@
 Stores N generated bodies straight into a fresh database, then times ``Processor.drain()``.
 Two mixes: the realistic one of the ingestion benchmark (95% ``messages``) and a stress mix in
 which every body carries management changes (each of them a typed event, state changes and
-history rows).
+history rows). The conversation tracker is off unless ``--tracker`` says otherwise;
+``--statuses`` chooses how the statuses relate to messages (see ``bodies.STATUSES``).
 
-    python benchmarks/processing.py [--count 20000] [--db sqlite|postgres|both]
+    python benchmarks/processing.py [--count 20000] [--db sqlite|postgres|both] [--tracker]
+        [--statuses lifecycle|new]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from waquality.heap import freeze_startup_objects
 from waquality.process.worker import Processor
 from waquality.store import inbox, migrate
 from waquality.store.database import Database
+from waquality.store.tracker import Tracker
 
 BENCH_DB = "waquality_bench_processing"
 MIXES = {"realistic (95% messages)": 0.95, "stress (management only)": 0.0}
@@ -35,9 +38,9 @@ def _postgres() -> str:
     return database.url
 
 
-def measure(url: str, count: int, share: float, batch_size: int) -> tuple[float, float]:
+def measure(url: str, count: int, share: float, options: argparse.Namespace) -> tuple[float, float]:
     bodies.MESSAGES_SHARE = share
-    factory = bodies.BodyFactory()
+    factory = bodies.BodyFactory(statuses=options.statuses)
     db = Database(url)
     try:
         migrate.upgrade(db)
@@ -51,7 +54,8 @@ def measure(url: str, count: int, share: float, batch_size: int) -> tuple[float,
                         for i in range(start, min(count, start + 1000))
                     ],
                 )
-        processor = Processor(db, batch_size=batch_size)
+        tracker = Tracker(db) if options.tracker else None
+        processor = Processor(db, batch_size=options.batch_size, tracker=tracker)
         freeze_startup_objects()  # as the processing child does once it is set up
         began = time.perf_counter()
         result = processor.drain()
@@ -67,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--tracker", action="store_true", help="with the conversation tracker")
+    parser.add_argument("--statuses", choices=bodies.STATUSES, default=bodies.STATUSES[0])
     options = parser.parse_args(argv)
     rows = ["| database | mix | bodies/s | events/s |", "|---|---|---|---|"]
     for database in ("sqlite", "postgres"):
@@ -75,13 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         for mix, share in MIXES.items():
             with tempfile.TemporaryDirectory() as tmp:
                 url = f"sqlite:///{Path(tmp) / 'p.db'}" if database == "sqlite" else _postgres()
-                per_body, per_event = measure(url, options.count, share, options.batch_size)
+                per_body, per_event = measure(url, options.count, share, options)
             name = "SQLite" if database == "sqlite" else "PostgreSQL"
             rows.append(f"| {name} | {mix} | {per_body:,.0f} | {per_event:,.0f} |")
             print(rows[-1], file=sys.stderr, flush=True)
+    flags = f" --statuses {options.statuses}" + (" --tracker" if options.tracker else "")
     print(
-        f"Command: `python benchmarks/processing.py --count {options.count} --db {options.db}`"
-        f" (one worker, batches of {options.batch_size})\n"
+        f"Command: `python benchmarks/processing.py --count {options.count} --db {options.db}"
+        f"{flags}` (one worker, batches of {options.batch_size}, tracker "
+        f"{'on' if options.tracker else 'off'})\n"
     )
     print("\n".join(rows))
     return 0
