@@ -384,8 +384,15 @@ def _status_item(message: _Message, kind: str, when: int) -> Json:
             }
         ]
         return status
-    category = message.category
-    conversation: Json = {"id": message.conversation_id}
+    add_conversation(status, message.conversation_id, when, message.category)
+    return status
+
+
+def add_conversation(status: Json, conversation_id: str, when: int, category: str) -> None:
+    """The ``conversation`` and ``pricing`` objects of a status that did not fail: the
+    expiration only on ``sent``, no pricing on ``read``."""
+    kind = status["status"]
+    conversation: Json = {"id": conversation_id}
     if kind == "sent":
         conversation["expiration_timestamp"] = str(when + 86_400)
     conversation["origin"] = {"type": category}
@@ -397,7 +404,6 @@ def _status_item(message: _Message, kind: str, when: int) -> Json:
             "type": "regular" if category != "service" else "free_customer_service",
             "category": category,
         }
-    return status
 
 
 def _template_status(rng: random.Random, template: Template) -> Json:

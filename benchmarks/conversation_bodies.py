@@ -188,16 +188,6 @@ def _status(
         ]
         return item
     category = ms.CATEGORIES[max(int(found.category[index]), 0)]
-    conversation: Json = {"id": hashlib.md5(customer.encode()).hexdigest()}  # noqa: S324
-    if status == ms.SENT:
-        conversation["expiration_timestamp"] = str(at + 86_400)
-    conversation["origin"] = {"type": category}
-    item["conversation"] = conversation
-    if status != ms.READ:
-        item["pricing"] = {
-            "billable": category != "service",
-            "pricing_model": "PMP",
-            "type": "regular" if category != "service" else "free_customer_service",
-            "category": category,
-        }
+    conversation_id = hashlib.md5(customer.encode()).hexdigest()  # noqa: S324
+    bodies.add_conversation(item, conversation_id, at, category)
     return item
