@@ -10,6 +10,7 @@ passed; :func:`end_idle` marks those that ended without a new message.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -320,33 +321,28 @@ def _recompute_from_messages(
 
 
 _KEYS = (String(), String(), schema.UTCDateTime())
-_STATEMENTS: dict[tuple[str, str], Any] = {}
 
 
 def _params(dialect: str, bounds: list[tuple[str, str, datetime]]) -> dict[str, Any]:
     return keys.params(dialect, len(_KEYS), bounds)
 
 
+@functools.cache
 def _statement(dialect: str, name: str) -> Any:
     """The rows of ``name`` for each (number, customer) from its bound on: a statement built
     once per database kind (see :mod:`waquality.store.keys`)."""
-    statement = _STATEMENTS.get((dialect, name))
-    if statement is None:
-        table = KeyTable(dialect, _KEYS)
-        phone, customer, bound = table.columns
-        if name == "conversations":
-            on = and_(c.c.phone_number_id == phone, c.c.customer == customer, c.c.last_at >= bound)
-            # locked against end_idle, which skips what is locked
-            statement = select(c).select_from(table.table).join(c, on).with_for_update(of=c)
-        elif name == "messages":
-            on = and_(m.c.phone_number_id == phone, m.c.customer == customer, m.c.at >= bound)
-            columns = (m.c.phone_number_id, m.c.customer, m.c.at, m.c.inbound, m.c.sender_kind)
-            statement = select(*columns, m.c.status).select_from(table.table).join(m, on)
-        else:
-            on = and_(r.c.phone_number_id == phone, r.c.customer == customer, r.c.asked_at >= bound)
-            statement = select(r).select_from(table.table).join(r, on)
-        _STATEMENTS[(dialect, name)] = statement
-    return statement
+    table = KeyTable(dialect, _KEYS)
+    phone, customer, bound = table.columns
+    if name == "conversations":
+        on = and_(c.c.phone_number_id == phone, c.c.customer == customer, c.c.last_at >= bound)
+        # locked against end_idle, which skips what is locked
+        return select(c).select_from(table.table).join(c, on).with_for_update(of=c)
+    if name == "messages":
+        on = and_(m.c.phone_number_id == phone, m.c.customer == customer, m.c.at >= bound)
+        columns = (m.c.phone_number_id, m.c.customer, m.c.at, m.c.inbound, m.c.sender_kind)
+        return select(*columns, m.c.status).select_from(table.table).join(m, on)
+    on = and_(r.c.phone_number_id == phone, r.c.customer == customer, r.c.asked_at >= bound)
+    return select(r).select_from(table.table).join(r, on)
 
 
 @dataclass(slots=True)

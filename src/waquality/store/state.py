@@ -17,6 +17,7 @@ current value when older facts are replayed, and its history ends in a row at th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -469,9 +470,9 @@ class StateWriter:
 
 _FieldKey = tuple[str, str, str]  # subject kind, subject key, field
 _NO_END = datetime(9999, 12, 31, tzinfo=UTC)  # a span's end when it has none
-_STATEMENTS: dict[tuple[str, str], Any] = {}
 
 
+@functools.cache
 def _replay_statement(dialect: str, name: str) -> Any:
     """A replay's statements, each for many fields at once (see :mod:`waquality.store.keys`),
     built once per database kind:
@@ -483,9 +484,6 @@ def _replay_statement(dialect: str, name: str) -> Any:
     - ``replaced``: for (kind, key, field, since, until), deletes the history in
       [since, until].
     """
-    statement = _STATEMENTS.get((dialect, name))
-    if statement is not None:
-        return statement
     f, h = schema.facts, schema.history
     text, time = String(), schema.UTCDateTime()
     if name == "ends":
@@ -515,26 +513,22 @@ def _replay_statement(dialect: str, name: str) -> Any:
             )
 
         columns = (kind, subject, field, end, before(h.c.new_value), before(h.c.old_value))
-        statement = select(*columns).select_from(keys.table)
-    else:
-        keys = KeyTable(dialect, (text, text, text, time, time))
-        kind, subject, field, since, until = keys.columns
-        table = f if name == "facts" else h
-        c = table.c
-        on = and_(
-            c.subject_kind == kind,
-            c.subject_key == subject,
-            c.field == field,
-            c.occurred_at >= since,
-            c.occurred_at <= until if name == "replaced" else c.occurred_at < until,
-        )
-        found = select(table).select_from(keys.table).join(table, on)
-        if name == "replaced":
-            statement = delete(h).where(h.c.id.in_(found.with_only_columns(h.c.id)))
-        else:
-            statement = found.order_by(c.occurred_at, c.id)
-    _STATEMENTS[(dialect, name)] = statement
-    return statement
+        return select(*columns).select_from(keys.table)
+    keys = KeyTable(dialect, (text, text, text, time, time))
+    kind, subject, field, since, until = keys.columns
+    table = f if name == "facts" else h
+    c = table.c
+    on = and_(
+        c.subject_kind == kind,
+        c.subject_key == subject,
+        c.field == field,
+        c.occurred_at >= since,
+        c.occurred_at <= until if name == "replaced" else c.occurred_at < until,
+    )
+    found = select(table).select_from(keys.table).join(table, on)
+    if name == "replaced":
+        return delete(h).where(h.c.id.in_(found.with_only_columns(h.c.id)))
+    return found.order_by(c.occurred_at, c.id)
 
 
 def _count(value: StateValue) -> int:

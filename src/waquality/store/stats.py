@@ -10,6 +10,7 @@ read, merged and written back (rows locked in key order, so concurrent writers n
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -264,26 +265,22 @@ def _merge_sketches(conn: Connection, changes: Mapping[ResponseKey, Durations]) 
 
 
 _SKETCH_KEYS = (String(), String(), schema.UTCDateTime(), String())
-_SKETCH_STATEMENTS: dict[str, Any] = {}
 
 
+@functools.cache
 def _sketch_rows(dialect: str) -> Any:
     """The stored sketch rows of some keys, locked: a statement built once per database kind
     (see :mod:`waquality.store.keys`)."""
     rs = schema.response_stats
-    statement = _SKETCH_STATEMENTS.get(dialect)
-    if statement is None:
-        table = KeyTable(dialect, _SKETCH_KEYS)
-        phone, sender, hour, kind = table.columns
-        on = and_(
-            rs.c.phone_number_id == phone,
-            rs.c.sender_kind == sender,
-            rs.c.bucket_start == hour,
-            rs.c.kind == kind,
-        )
-        statement = select(rs).select_from(table.table).join(rs, on).with_for_update(of=rs)
-        _SKETCH_STATEMENTS[dialect] = statement
-    return statement
+    table = KeyTable(dialect, _SKETCH_KEYS)
+    phone, sender, hour, kind = table.columns
+    on = and_(
+        rs.c.phone_number_id == phone,
+        rs.c.sender_kind == sender,
+        rs.c.bucket_start == hour,
+        rs.c.kind == kind,
+    )
+    return select(rs).select_from(table.table).join(rs, on).with_for_update(of=rs)
 
 
 def _largest(conn: Connection, key: ResponseKey, bins: Mapping[int, int]) -> float:
