@@ -15,9 +15,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,6 +324,22 @@ class Postgres:
 
     def drop(self) -> None:
         self._psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def scratch_database(kind: str, name: str) -> Iterator[str]:
+    """The URL of a fresh, empty database: a SQLite file (``kind`` "sqlite") or the local
+    PostgreSQL database ``name``; gone afterwards."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="waquality-bench-") as tmp:
+            yield f"sqlite:///{Path(tmp) / (name + '.db')}"
+        return
+    database = Postgres(name)
+    database.recreate()
+    try:
+        yield database.url
+    finally:
+        database.drop()
 
 
 # -- other processes ----------------------------------------------------------

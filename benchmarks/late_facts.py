@@ -14,15 +14,13 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from harness import Postgres
+from harness import scratch_database
 from waquality.process.worker import Processor
 from waquality.store import inbox, migrate
 from waquality.store.database import Database
@@ -80,12 +78,6 @@ def measure(url: str, history: int, late: int, seed: int) -> tuple[float, float]
         db.dispose()
 
 
-def _postgres() -> str:
-    database = Postgres(BENCH_DB)
-    database.recreate()
-    return database.url
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--history", type=int, default=2000, help="changes per template")
@@ -98,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for database in ("sqlite", "postgres"):
         if options.db not in (database, "both"):
             continue
-        with tempfile.TemporaryDirectory(prefix="waquality-late-") as tmp:
-            url = f"sqlite:///{Path(tmp) / 'late.db'}" if database == "sqlite" else _postgres()
+        with scratch_database(database, BENCH_DB) as url:
             in_order, late = measure(url, options.history, options.late, options.seed)
         changes, facts = options.history * TEMPLATES, options.late * TEMPLATES
         print(

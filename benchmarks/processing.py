@@ -13,17 +13,13 @@ history rows). The conversation tracker is off unless ``--tracker`` says otherwi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import bodies
-from harness import Postgres
+from harness import scratch_database
 from waquality.heap import freeze_startup_objects
 from waquality.process.worker import Processor
 from waquality.store import inbox, migrate
@@ -32,21 +28,6 @@ from waquality.store.tracker import Tracker
 
 BENCH_DB = "waquality_bench_processing"
 MIXES = {"realistic (95% messages)": 0.95, "stress (management only)": 0.0}
-
-
-@contextlib.contextmanager
-def _scratch(database: str) -> Iterator[str]:
-    """A fresh database of that kind, gone afterwards."""
-    if database == "sqlite":
-        with tempfile.TemporaryDirectory() as tmp:
-            yield f"sqlite:///{Path(tmp) / 'p.db'}"
-        return
-    scratch = Postgres(BENCH_DB)
-    scratch.recreate()
-    try:
-        yield scratch.url
-    finally:
-        scratch.drop()
 
 
 def measure(url: str, count: int, share: float, options: argparse.Namespace) -> tuple[float, float]:
@@ -90,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if options.db not in (database, "both"):
             continue
         for mix, share in MIXES.items():
-            with _scratch(database) as url:
+            with scratch_database(database, BENCH_DB) as url:
                 per_body, per_event = measure(url, options.count, share, options)
             name = "SQLite" if database == "sqlite" else "PostgreSQL"
             rows.append(f"| {name} | {mix} | {per_body:,.0f} | {per_event:,.0f} |")
