@@ -59,6 +59,7 @@ from harness import (
     StatusClient,
     free_port,
     http_get,
+    memory_directory,
     wait_drained,
     wait_ready,
 )
@@ -85,6 +86,8 @@ OTHER_CPU_NOTE = 0.1
 """Cores' worth of CPU used by unrelated processes during a load that earns a note."""
 WARMUP_SPACE = 100_000
 """Body indices below this belong to the warm-up pool, the rest to the main pool."""
+REQUEST_BYTES = 2_048
+"""A generous size of one pooled request (headers and body), for the room the pools need."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +201,8 @@ class Bench:
         self.postgres = Postgres(options.pg_database)
         self.pool: PoolInfo | None = None
         self.warm_pool: PoolInfo | None = None
+        self.pool_root: Path | None = None  # where both pools are, removed by cleanup()
+        self.pools_in_memory = False
         self._counter = 0
 
     # -- pools ----------------------------------------------------------------
@@ -214,9 +219,16 @@ class Bench:
         o = self.options
         shards = max(16, o.threads)
         count = self.pool_size()
-        log(f"generating {count:,} signed requests ...")
+        warm = min(WARMUP_SPACE, int(WARMUP_RATE * max(o.warmup_seconds, 1) * 1.5) + 1_000)
+        self.pool_root, self.pools_in_memory = memory_directory(
+            "waquality-bench-pool-", (count + warm) * REQUEST_BYTES
+        )
+        log(
+            f"generating {count:,} signed requests in "
+            f"{'memory' if self.pools_in_memory else 'a temporary directory on disk'} ..."
+        )
         self.pool = write_pool(
-            self.workdir / "pool",
+            self.pool_root / "pool",
             count,
             first=WARMUP_SPACE,
             seed=o.seed,
@@ -227,9 +239,8 @@ class Bench:
         log(
             f"pool ready in {self.pool.seconds:.1f} s, mean body {self.pool.mean_body_bytes:,.0f} B"
         )
-        warm = min(WARMUP_SPACE, int(WARMUP_RATE * max(o.warmup_seconds, 1) * 1.5) + 1_000)
         self.warm_pool = write_pool(
-            self.workdir / "warm",
+            self.pool_root / "warm",
             warm,
             seed=o.seed,
             secret=self.secret,
@@ -562,6 +573,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(HarnessError):
                 bench.postgres.drop()
         shutil.rmtree(workdir, ignore_errors=True)
+        if bench.pool_root is not None:
+            shutil.rmtree(bench.pool_root, ignore_errors=True)
 
     atexit.register(cleanup)
     started = time.monotonic()
@@ -599,8 +612,9 @@ def report(
     if pool is not None:
         print(
             f"Bodies: {pool.count:,} unique signed requests, mean body "
-            f"{pool.mean_body_bytes:,.0f} B, statuses: {pool.statuses}; load generator and "
-            "server share the machine."
+            f"{pool.mean_body_bytes:,.0f} B, statuses: {pool.statuses}, read by the load "
+            f"generator from {'memory' if bench.pools_in_memory else 'disk'}; load generator "
+            "and server share the machine."
         )
     if options.quick:
         print("Quick smoke run: numbers are not comparable with the targets.")
@@ -633,6 +647,7 @@ def report(
                 k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()
             },
             "pool": asdict(replace(pool, directory="")) if pool else None,
+            "pool_in_memory": bench.pools_in_memory,
             "runs": [r.as_json() for r in runs],
             "summary": summary,
         }
