@@ -37,7 +37,7 @@ REJECTIONS_KEPT = timedelta(days=30)
 ACK_MARGIN = 1.0  # seconds beyond the write timeout before a hanging commit is answered 503
 # Seconds between two WAL checkpoints on SQLite. A checkpoint ends by flushing the database
 # file to disk, and acknowledgements that commit meanwhile wait behind that flush: in a burst,
-# checkpoints every 2 s took 64-96 ms and held acknowledgements up to 45 ms; every 0.5 s they
+# checkpoints every 2 s took 64-256 ms and held acknowledgements up to 46 ms; every 0.5 s they
 # take 10-45 ms.
 CHECKPOINT_INTERVAL = 0.5
 LOOP_PROBE = 0.005  # seconds between event-loop lag probes
