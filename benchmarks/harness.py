@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine, text
+
 HOST = "127.0.0.1"
 
 
@@ -327,20 +329,29 @@ class Postgres:
         self._psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
+ADMIN_URL = f"postgresql+psycopg://postgres@{HOST}:5432/postgres"
+"""A PostgreSQL server's maintenance database, used only to create and drop scratch ones."""
+
+
 @contextlib.contextmanager
-def scratch_database(kind: str, name: str) -> Iterator[str]:
-    """The URL of a fresh, empty database: a SQLite file (``kind`` "sqlite") or the local
-    PostgreSQL database ``name``; gone afterwards."""
+def scratch_database(kind: str, name: str, admin_url: str = ADMIN_URL) -> Iterator[str]:
+    """The URL of a fresh, empty database: a SQLite file (``kind`` "sqlite") or the database
+    ``name`` on the PostgreSQL server of ``admin_url``; gone afterwards."""
     if kind == "sqlite":
         with tempfile.TemporaryDirectory(prefix="waquality-bench-") as tmp:
             yield f"sqlite:///{Path(tmp) / (name + '.db')}"
         return
-    database = Postgres(name)
-    database.recreate()
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    drop = text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     try:
-        yield database.url
+        with admin.connect() as conn:
+            conn.execute(drop)
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
     finally:
-        database.drop()
+        with admin.connect() as conn:
+            conn.execute(drop)
+        admin.dispose()
 
 
 # A directory in memory: Linux's shared-memory file system, where it exists.

@@ -25,22 +25,21 @@ import platform
 import pstats
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 import bulk_import
 import conversation_bodies
 import first_response
 import message_set as ms
 import tracker_report
-from harness import CpuSnapshot
+from harness import ADMIN_URL, CpuSnapshot, scratch_database
 from waquality.analyse import delivery, response_times
 from waquality.domain.responses import Bucket
 from waquality.heap import freeze_startup_objects
@@ -50,7 +49,6 @@ from waquality.store.database import Database
 from waquality.store.rebuild import rebuild
 from waquality.store.tracker import Tracker, TrackerConfig
 
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 STORE_DB = "waquality_bench_tracker"
 PROCESSING_DB = "waquality_bench_tracker_processing"
 LABELS = tracker_report.LABELS
@@ -59,28 +57,6 @@ WINDOW = timedelta(days=30)
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-# -- databases ------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def scratch(database: str, admin_url: str, name: str) -> Iterator[str]:
-    """A new empty database (SQLite file or PostgreSQL database), gone afterwards."""
-    if database == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="waquality-tracker-") as tmp:
-            yield f"sqlite:///{Path(tmp) / 'tracker.db'}"
-        return
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield admin_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _progress(what: str, total: int, *, increments: bool = False) -> Callable[[int], None]:
@@ -196,7 +172,7 @@ def measure_store(
     now = datetime.fromtimestamp(int(found.updated_at.max()) + 1, UTC)
     result: dict[str, Any] = {"database": database, "now": now.isoformat()}
     before = CpuSnapshot.take()
-    with scratch(database, options.admin_url, STORE_DB) as url:
+    with scratch_database(database, STORE_DB, options.admin_url) as url:
         db = Database(url)
         try:
             migrate.upgrade(db)
@@ -273,7 +249,7 @@ def process_once(
     check: bool,
 ) -> dict[str, Any]:
     clock_at = traffic.last + timedelta(seconds=1)
-    with scratch(database, options.admin_url, PROCESSING_DB) as url:
+    with scratch_database(database, PROCESSING_DB, options.admin_url) as url:
         db = Database(url)
         try:
             migrate.upgrade(db)
