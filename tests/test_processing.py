@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -642,6 +643,7 @@ def test_before_its_rate_is_known_queueing_acknowledgements_tell_a_burst(db: Dat
     crowded = False
     processor = Processor(db, clock=lambda: NOW)
     worker = worker_module.BackgroundWorker(processor, busy=lambda: crowded, arrivals=lambda: 1e9)
+    worker.finished(0.0, None, 0)  # nothing was pending
     assert processor.rate is None
     assert not worker.in_burst(0.0)  # webhooks come, but nobody waits for the store
     crowded = True
@@ -656,6 +658,7 @@ def test_a_burst_lasts_its_first_seconds_only(db: Database) -> None:
     processor.rate = 100.0  # bodies/s
     worker = worker_module.BackgroundWorker(processor, arrivals=lambda: arrivals)
     assert not worker.in_burst(0.0)
+    worker.finished(99.0, None, 0)  # processing had caught up
     arrivals = 1e9  # webhooks outrun processing: a burst
     assert worker.in_burst(100.0)
     arrivals = 0.0  # the rate wavers below processing's for a moment: the same burst goes on
@@ -664,11 +667,39 @@ def test_a_burst_lasts_its_first_seconds_only(db: Database) -> None:
     bursts = [worker.in_burst(102.0 + i / 2) for i in range(30)]  # a batch every 0.5 s
     # a burst for BURST_LIMIT seconds from its start; then an overload
     assert bursts == [True] * 26 + [False] * 4
-    # calm for longer than BURST_CALM: the next one is a new burst
+    # calm for longer than BURST_CALM, but processing has not caught up since: an overload
     arrivals = 0.0
     assert not worker.in_burst(118.0)
     arrivals = 1e9
-    assert worker.in_burst(116.5 + worker_module.BURST_CALM + 0.1)
+    assert not worker.in_burst(116.5 + worker_module.BURST_CALM + 0.1)
+    # once it has, the next wave is a new burst
+    worker.finished(121.0, 100, 40)  # a batch that emptied the backlog
+    assert worker.in_burst(122.0)
+
+
+def test_a_burst_starts_only_from_a_backlog_emptied_shortly_before(db: Database) -> None:
+    processor = Processor(db, batch_size=4, clock=lambda: NOW)
+    processor.rate = 100.0
+    worker = worker_module.BackgroundWorker(processor, arrivals=lambda: 1e9)
+    worker.finished(10.0, None, 4)  # a full batch: more was pending
+    assert not worker.in_burst(11.0)
+    worker.finished(12.0, 2, 1)  # a short batch: the backlog was emptied
+    assert not worker.in_burst(12.0 + worker_module.BURST_FRESH + 0.1)  # too long ago
+    worker.finished(30.0, None, 3)
+    assert worker.in_burst(30.0 + worker_module.BURST_FRESH - 0.1)
+
+
+def test_a_burst_starts_only_once_the_backlog_has_grown(db: Database) -> None:
+    """Near its capacity, processing's rate wavers around that of the webhooks: a backlog of a
+    batch or two is no burst, and small batches would cost the throughput it lacks."""
+    processor = Processor(db, clock=lambda: NOW)
+    processor.rate = 100.0
+    worker = worker_module.BackgroundWorker(processor, arrivals=lambda: 1e9, burst_backlog=3)
+    worker.finished(0.0, None, 0)
+    store(db, *(envelope(template_status(60 + i, "APPROVED", T0)) for i in range(2)))
+    assert not worker.in_burst(1.0)
+    store(db, envelope(template_status(62, "APPROVED", T0)))
+    assert worker.in_burst(1.5)
 
 
 class RecordingProcessor(Processor):
@@ -698,11 +729,19 @@ def backlog(db: Database, first: int) -> RecordingProcessor:
 def test_background_worker_takes_small_batches_while_webhooks_outrun_it(
     db: Database, arrivals: float
 ) -> None:
-    processor = backlog(db, 40)
+    processor = RecordingProcessor(db)
+    processor.rate = 100.0  # bodies/s, measured on full batches
     worker = worker_module.BackgroundWorker(
         processor, idle_poll=0.05, arrivals=lambda: arrivals, burst_batch=5
     )
-    run_until_done(db, worker)
+    worker.start()
+    try:
+        assert processor.idle.wait(5)  # nothing pending yet: processing is caught up
+        store(db, *(envelope(template_status(40 + i, "APPROVED", T0)) for i in range(12)))
+        worker.wake.set()
+        wait_until_done(db)
+    finally:
+        worker.stop()
     if arrivals:  # a burst: the store is held for a few bodies at a time
         assert processor.limits == [5, 5, 5]
     else:  # no burst: batches grow back from the burst's size
@@ -745,6 +784,7 @@ def test_full_batches_wait_longer_for_acknowledgements_in_a_burst(
         burst_batch=None,
         burst_defer=30.0,
     )
+    worker.finished(time.monotonic(), None, 0)  # processing had just caught up
     worker.start()
     try:
         if arrivals:

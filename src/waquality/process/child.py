@@ -106,6 +106,7 @@ def _child_main(
     from waquality.heap import freeze_startup_objects
     from waquality.periodic import Periodic
     from waquality.process.worker import (
+        BURST_BACKLOG,
         BURST_BATCH,
         BURST_DEFER,
         BackgroundWorker,
@@ -161,6 +162,7 @@ def _child_main(
             # short batches cost throughput: full batches, further apart.
             burst_batch=BURST_BATCH if db.is_sqlite else None,
             burst_defer=None if db.is_sqlite else BURST_DEFER,
+            burst_backlog=BURST_BACKLOG * settings.batch_size,
             wake=wake,
         )
         for i in range(settings.workers)

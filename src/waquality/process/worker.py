@@ -49,6 +49,12 @@ BURST_LIMIT = 15.0  # seconds
 # A burst is over once webhooks have come no faster than processing for this long: the rate of
 # acknowledgements wavers around processing's in an overload, and must not start a new burst.
 BURST_CALM = 3.0  # seconds
+# A burst starts from a backlog that processing had emptied at most this long ago and that has
+# grown past BURST_BACKLOG batches since. Near its capacity under steady load, processing's
+# measured rate wavers around the rate of webhooks; small batches then would cost it the very
+# throughput it lacks (a tenth of it, and the backlog never drains): that is no burst.
+BURST_FRESH = 5.0  # seconds
+BURST_BACKLOG = 4  # full batches
 RATE_SMOOTHING = 0.3
 TOUCH_RESOLUTION = timedelta(seconds=1)
 # A webhook about one of these asks the poller to re-read it (the webhook may not say it all).
@@ -153,6 +159,11 @@ class Processor:
         for raw_id in ids:
             result.add(self._process_alone(raw_id))
         return result
+
+    def backlog_reaches(self, bodies: int) -> bool:
+        """Whether ``bodies`` or more are pending."""
+        with self.db.read() as conn:
+            return inbox.pending_at_least(conn, bodies)
 
     def _measure(self, bodies: int, seconds: float) -> None:
         if bodies * 2 < self.batch_size or seconds <= 0:
@@ -433,8 +444,10 @@ class BackgroundWorker:
     defers up to ``burst_defer`` seconds instead, so that acknowledgements get the machine and
     stay fast. Processing catches up afterwards (the backlog is durable), or after
     ``BURST_LIMIT`` seconds if the webhooks keep coming that fast (an overload, not a burst).
-    With a ``burst_batch``, batches outside a burst grow to a full batch from that size, anew
-    after every idle moment.
+    A burst starts only from a backlog that processing emptied shortly before (``BURST_FRESH``)
+    and that holds ``burst_backlog`` bodies or more: once processing has fallen behind, full
+    batches until it catches up. With a ``burst_batch``, batches outside a burst grow to a full
+    batch from that size, anew after every idle moment.
     """
 
     def __init__(
@@ -448,6 +461,7 @@ class BackgroundWorker:
         arrivals: Callable[[], float] | None = None,
         burst_batch: int | None = None,
         burst_defer: float | None = None,
+        burst_backlog: int = 0,
         wake: Wakeup | None = None,
     ) -> None:
         self.processor = processor
@@ -458,8 +472,10 @@ class BackgroundWorker:
         self.burst_batch = burst_batch
         self.burst_defer = max_defer if burst_defer is None else burst_defer
         self._ramp = burst_batch  # the next batch's size outside a burst (see _ramp_after)
-        self._burst_since = 0.0  # monotonic time the current burst began
+        self.burst_backlog = burst_backlog
+        self._burst_since = -math.inf  # monotonic time the current burst began
         self._outrun_at = -math.inf  # when webhooks last came faster than processing
+        self._caught_up_at = -math.inf  # when a batch last emptied the backlog
         self.wake: Wakeup = wake if wake is not None else threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -492,10 +508,19 @@ class BackgroundWorker:
         outrun = bool(self.busy and self.busy()) if rate is None else self.arrivals() > rate
         if not outrun:
             return False
-        if now - self._outrun_at > BURST_CALM:  # a new burst
+        if now - self._outrun_at > BURST_CALM:  # not in a burst: does one start?
+            if now - self._caught_up_at > BURST_FRESH or not self.processor.backlog_reaches(
+                self.burst_backlog
+            ):
+                return False
             self._burst_since = now
         self._outrun_at = now
         return now - self._burst_since < BURST_LIMIT
+
+    def finished(self, now: float, limit: int | None, bodies: int) -> None:
+        """Note a batch of ``bodies`` taken with ``limit`` (``now``: monotonic seconds)."""
+        if bodies < min(limit or self.processor.batch_size, self.processor.batch_size):
+            self._caught_up_at = now
 
     def _ramp_after(self, burst: bool, bodies: int) -> None:
         """With small batches in a burst, batches outside one start at ``burst_batch`` bodies
@@ -528,6 +553,7 @@ class BackgroundWorker:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
+            self.finished(time.monotonic(), limit, result.bodies)
             self._ramp_after(burst, result.bodies)
             if result.bodies == 0:
                 self.wake.wait(self.idle_poll)

@@ -78,6 +78,20 @@ def peek_pending(conn: Connection, limit: int) -> Sequence[Row[Any, Any, Any]]:
     return conn.execute(_oldest_pending(limit)).all()
 
 
+def pending_at_least(conn: Connection, count: int) -> bool:
+    """Whether ``count`` or more bodies are pending (reads at most ``count`` index entries)."""
+    if count <= 0:
+        return True
+    query = (
+        select(raw.c.id)
+        .where(raw.c.status == RawStatus.PENDING.value)
+        .order_by(raw.c.id)
+        .offset(count - 1)
+        .limit(1)
+    )
+    return conn.execute(query).first() is not None
+
+
 def still_pending(conn: Connection, ids: Sequence[int]) -> set[int]:
     query = select(raw.c.id).where(raw.c.id.in_(ids), raw.c.status == RawStatus.PENDING.value)
     return set(conn.execute(query).scalars())
