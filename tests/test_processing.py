@@ -642,8 +642,9 @@ def test_the_processing_rate_is_measured_on_full_batches_only(db: Database) -> N
 def test_before_its_rate_is_known_queueing_acknowledgements_tell_a_burst(db: Database) -> None:
     crowded = False
     processor = Processor(db, clock=lambda: NOW)
-    worker = worker_module.BackgroundWorker(processor, busy=lambda: crowded, arrivals=lambda: 1e9)
+    worker = worker_module.BackgroundWorker(processor, busy=lambda: crowded, arrivals=lambda: 1.0)
     worker.finished(0.0, None, 0)  # nothing was pending
+    store(db, envelope(template_status(59, "APPROVED", T0)))  # then a second's worth of webhooks
     assert processor.rate is None
     assert not worker.in_burst(0.0)  # webhooks come, but nobody waits for the store
     crowded = True
@@ -655,22 +656,23 @@ def test_before_its_rate_is_known_queueing_acknowledgements_tell_a_burst(db: Dat
 def test_a_burst_lasts_its_first_seconds_only(db: Database) -> None:
     arrivals = 0.0
     processor = Processor(db, clock=lambda: NOW)
-    processor.rate = 100.0  # bodies/s
+    processor.rate = 1.0  # bodies/s
     worker = worker_module.BackgroundWorker(processor, arrivals=lambda: arrivals)
     assert not worker.in_burst(0.0)
     worker.finished(99.0, None, 0)  # processing had caught up
-    arrivals = 1e9  # webhooks outrun processing: a burst
+    store(db, *(envelope(template_status(56 + i, "APPROVED", T0)) for i in range(2)))
+    arrivals = 2.0  # webhooks outrun processing: a burst
     assert worker.in_burst(100.0)
     arrivals = 0.0  # the rate wavers below processing's for a moment: the same burst goes on
     assert not worker.in_burst(101.0)
-    arrivals = 1e9
+    arrivals = 2.0
     bursts = [worker.in_burst(102.0 + i / 2) for i in range(30)]  # a batch every 0.5 s
     # a burst for BURST_LIMIT seconds from its start; then an overload
     assert bursts == [True] * 26 + [False] * 4
     # calm for longer than BURST_CALM, but processing has not caught up since: an overload
     arrivals = 0.0
     assert not worker.in_burst(118.0)
-    arrivals = 1e9
+    arrivals = 2.0
     assert not worker.in_burst(116.5 + worker_module.BURST_CALM + 0.1)
     # once it has, the next wave is a new burst
     worker.finished(121.0, 100, 40)  # a batch that emptied the backlog
@@ -679,8 +681,9 @@ def test_a_burst_lasts_its_first_seconds_only(db: Database) -> None:
 
 def test_a_burst_starts_only_from_a_backlog_emptied_shortly_before(db: Database) -> None:
     processor = Processor(db, batch_size=4, clock=lambda: NOW)
-    processor.rate = 100.0
-    worker = worker_module.BackgroundWorker(processor, arrivals=lambda: 1e9)
+    processor.rate = 1.0
+    worker = worker_module.BackgroundWorker(processor, arrivals=lambda: 2.0)
+    store(db, *(envelope(template_status(50 + i, "APPROVED", T0)) for i in range(2)))
     worker.finished(10.0, None, 4)  # a full batch: more was pending
     assert not worker.in_burst(11.0)
     worker.finished(12.0, 2, 1)  # a short batch: the backlog was emptied
@@ -692,14 +695,18 @@ def test_a_burst_starts_only_from_a_backlog_emptied_shortly_before(db: Database)
 def test_a_burst_starts_only_once_the_backlog_has_grown(db: Database) -> None:
     """Near its capacity, processing's rate wavers around that of the webhooks: a backlog of a
     batch or two is no burst, and small batches would cost the throughput it lacks."""
+    arrivals = 2.0  # bodies/s
     processor = Processor(db, clock=lambda: NOW)
-    processor.rate = 100.0
-    worker = worker_module.BackgroundWorker(processor, arrivals=lambda: 1e9, burst_backlog=3)
+    processor.rate = 1.0
+    worker = worker_module.BackgroundWorker(processor, arrivals=lambda: arrivals, burst_backlog=3)
     worker.finished(0.0, None, 0)
     store(db, *(envelope(template_status(60 + i, "APPROVED", T0)) for i in range(2)))
-    assert not worker.in_burst(1.0)
+    assert not worker.in_burst(1.0)  # a second's worth, but not burst_backlog
     store(db, envelope(template_status(62, "APPROVED", T0)))
-    assert worker.in_burst(1.5)
+    arrivals = 4.0
+    assert not worker.in_burst(1.5)  # burst_backlog, but not a second's worth any more
+    store(db, envelope(template_status(63, "APPROVED", T0)))
+    assert worker.in_burst(2.0)
 
 
 class RecordingProcessor(Processor):
@@ -727,8 +734,9 @@ def backlog(db: Database, first: int) -> RecordingProcessor:
 
 @pytest.mark.parametrize("arrivals", [0.0, 1e9])
 def test_background_worker_takes_small_batches_while_webhooks_outrun_it(
-    db: Database, arrivals: float
+    db: Database, arrivals: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(worker_module, "BURST_BACKLOG_SECONDS", 0.0)  # any backlog will do
     processor = RecordingProcessor(db)
     processor.rate = 100.0  # bodies/s, measured on full batches
     worker = worker_module.BackgroundWorker(
@@ -769,9 +777,10 @@ def test_batches_grow_while_full_and_start_small_after_an_idle_moment(db: Databa
 
 @pytest.mark.parametrize("arrivals", [0.0, 1e9])
 def test_full_batches_wait_longer_for_acknowledgements_in_a_burst(
-    db: Database, arrivals: float
+    db: Database, arrivals: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As on PostgreSQL: a burst keeps full batches, and more time between them."""
+    monkeypatch.setattr(worker_module, "BURST_BACKLOG_SECONDS", 0.0)  # any backlog will do
     processor = backlog(db, 60)
     busy = threading.Event()
     busy.set()  # acknowledgements queue up all along, unless the burst's test clears it

@@ -50,11 +50,13 @@ BURST_LIMIT = 15.0  # seconds
 # acknowledgements wavers around processing's in an overload, and must not start a new burst.
 BURST_CALM = 3.0  # seconds
 # A burst starts from a backlog that processing had emptied at most this long ago and that has
-# grown past BURST_BACKLOG batches since. Near its capacity under steady load, processing's
-# measured rate wavers around the rate of webhooks; small batches then would cost it the very
-# throughput it lacks (a tenth of it, and the backlog never drains): that is no burst.
+# grown since to BURST_BACKLOG full batches and a second's worth of webhooks. Near its capacity
+# under steady load, processing's measured rate wavers around the rate of webhooks; small
+# batches then would cost it the very throughput it lacks (a tenth of it, and the backlog never
+# drains): that is no burst.
 BURST_FRESH = 5.0  # seconds
 BURST_BACKLOG = 4  # full batches
+BURST_BACKLOG_SECONDS = 1.0  # of webhooks at the rate they arrive
 RATE_SMOOTHING = 0.3
 TOUCH_RESOLUTION = timedelta(seconds=1)
 # A webhook about one of these asks the poller to re-read it (the webhook may not say it all).
@@ -445,9 +447,9 @@ class BackgroundWorker:
     stay fast. Processing catches up afterwards (the backlog is durable), or after
     ``BURST_LIMIT`` seconds if the webhooks keep coming that fast (an overload, not a burst).
     A burst starts only from a backlog that processing emptied shortly before (``BURST_FRESH``)
-    and that holds ``burst_backlog`` bodies or more: once processing has fallen behind, full
-    batches until it catches up. With a ``burst_batch``, batches outside a burst grow to a full
-    batch from that size, anew after every idle moment.
+    and that holds ``burst_backlog`` bodies or more, and a second's worth of arrivals: once
+    processing has fallen behind, full batches until it catches up. With a ``burst_batch``,
+    batches outside a burst grow to a full batch from that size, anew after every idle moment.
     """
 
     def __init__(
@@ -504,13 +506,14 @@ class BackgroundWorker:
         holding SQLite's write lock for a quarter of a second."""
         if self.arrivals is None:
             return False
-        rate = self.processor.rate
-        outrun = bool(self.busy and self.busy()) if rate is None else self.arrivals() > rate
+        rate, arrivals = self.processor.rate, self.arrivals()
+        outrun = bool(self.busy and self.busy()) if rate is None else arrivals > rate
         if not outrun:
             return False
         if now - self._outrun_at > BURST_CALM:  # not in a burst: does one start?
+            backlog = max(self.burst_backlog, math.ceil(arrivals * BURST_BACKLOG_SECONDS))
             if now - self._caught_up_at > BURST_FRESH or not self.processor.backlog_reaches(
-                self.burst_backlog
+                backlog
             ):
                 return False
             self._burst_since = now
