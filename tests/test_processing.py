@@ -640,10 +640,13 @@ def test_the_processing_rate_is_measured_on_full_batches_only(db: Database) -> N
 
 
 def test_before_its_rate_is_known_queueing_acknowledgements_tell_a_burst(db: Database) -> None:
-    crowded = False
+    crowded, arrivals = False, 0.0
     processor = Processor(db, clock=lambda: NOW)
-    worker = worker_module.BackgroundWorker(processor, busy=lambda: crowded, arrivals=lambda: 1.0)
+    worker = worker_module.BackgroundWorker(
+        processor, busy=lambda: crowded, arrivals=lambda: arrivals
+    )
     worker.finished(0.0, None, 0)  # nothing was pending
+    arrivals = 1.0
     store(db, envelope(template_status(59, "APPROVED", T0)))  # then a second's worth of webhooks
     assert processor.rate is None
     assert not worker.in_burst(0.0)  # webhooks come, but nobody waits for the store
@@ -675,31 +678,65 @@ def test_a_burst_lasts_its_first_seconds_only(db: Database) -> None:
     arrivals = 2.0
     assert not worker.in_burst(116.5 + worker_module.BURST_CALM + 0.1)
     # once it has, the next wave is a new burst
+    arrivals = 0.0
     worker.finished(121.0, 100, 40)  # a batch that emptied the backlog
+    arrivals = 2.0
     assert worker.in_burst(122.0)
 
 
 def test_a_burst_starts_only_from_a_backlog_emptied_shortly_before(db: Database) -> None:
+    arrivals = 0.1
     processor = Processor(db, batch_size=4, clock=lambda: NOW)
     processor.rate = 1.0
-    worker = worker_module.BackgroundWorker(processor, arrivals=lambda: 2.0)
-    store(db, *(envelope(template_status(50 + i, "APPROVED", T0)) for i in range(2)))
+    worker = worker_module.BackgroundWorker(processor, arrivals=lambda: arrivals)
     worker.finished(10.0, None, 4)  # a full batch: more was pending
-    assert not worker.in_burst(11.0)
     worker.finished(12.0, 2, 1)  # a short batch: the backlog was emptied
+    store(db, *(envelope(template_status(50 + i, "APPROVED", T0)) for i in range(2)))
+    arrivals = 2.0  # then a wave
     assert not worker.in_burst(12.0 + worker_module.BURST_FRESH + 0.1)  # too long ago
+    arrivals = 0.1
     worker.finished(30.0, None, 3)
+    arrivals = 2.0
     assert worker.in_burst(30.0 + worker_module.BURST_FRESH - 0.1)
+    worker = worker_module.BackgroundWorker(processor, arrivals=lambda: arrivals)
+    worker.finished(40.0, None, 4)  # never emptied
+    assert not worker.in_burst(41.0)
+
+
+def test_a_burst_needs_webhooks_twice_as_fast_as_processing_kept_up_with(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a long transaction held acknowledgements, their rate jumps back: no burst."""
+    monkeypatch.setattr(worker_module, "BURST_BACKLOG_SECONDS", 0.0)  # any backlog will do
+    arrivals = 1000.0
+    processor = Processor(db, clock=lambda: NOW)
+    processor.rate = 10.0  # measured on full batches beside the load: below the webhooks' rate
+    worker = worker_module.BackgroundWorker(processor, arrivals=lambda: arrivals)
+    worker.finished(0.0, None, 3)  # kept up with 1,000/s
+    arrivals = 600.0  # acknowledgements held up while processing caught up
+    worker.finished(2.0, None, 3)
+    store(db, envelope(template_status(64, "APPROVED", T0)))
+    arrivals = 1800.0  # and back, with those that waited
+    assert not worker.in_burst(3.0)  # under twice the highest rate processing kept up with
+    arrivals = 2100.0
+    assert worker.in_burst(3.5)
+    # that rate fades: long after, a wave from a slower steady rate is a burst sooner
+    arrivals = 600.0
+    memory = worker_module.KEPT_UP_MEMORY
+    worker.finished(10 * memory, None, 3)
+    arrivals = 1300.0
+    assert worker.in_burst(10 * memory + worker_module.BURST_CALM + 1)
 
 
 def test_a_burst_starts_only_once_the_backlog_has_grown(db: Database) -> None:
     """Near its capacity, processing's rate wavers around that of the webhooks: a backlog of a
     batch or two is no burst, and small batches would cost the throughput it lacks."""
-    arrivals = 2.0  # bodies/s
+    arrivals = 0.0  # bodies/s
     processor = Processor(db, clock=lambda: NOW)
     processor.rate = 1.0
     worker = worker_module.BackgroundWorker(processor, arrivals=lambda: arrivals, burst_backlog=3)
     worker.finished(0.0, None, 0)
+    arrivals = 2.0
     store(db, *(envelope(template_status(60 + i, "APPROVED", T0)) for i in range(2)))
     assert not worker.in_burst(1.0)  # a second's worth, but not burst_backlog
     store(db, envelope(template_status(62, "APPROVED", T0)))
@@ -739,12 +776,14 @@ def test_background_worker_takes_small_batches_while_webhooks_outrun_it(
     monkeypatch.setattr(worker_module, "BURST_BACKLOG_SECONDS", 0.0)  # any backlog will do
     processor = RecordingProcessor(db)
     processor.rate = 100.0  # bodies/s, measured on full batches
+    rate = 0.0
     worker = worker_module.BackgroundWorker(
-        processor, idle_poll=0.05, arrivals=lambda: arrivals, burst_batch=5
+        processor, idle_poll=0.05, arrivals=lambda: rate, burst_batch=5
     )
     worker.start()
     try:
         assert processor.idle.wait(5)  # nothing pending yet: processing is caught up
+        rate = arrivals
         store(db, *(envelope(template_status(40 + i, "APPROVED", T0)) for i in range(12)))
         worker.wake.set()
         wait_until_done(db)

@@ -49,12 +49,17 @@ BURST_LIMIT = 15.0  # seconds
 # A burst is over once webhooks have come no faster than processing for this long: the rate of
 # acknowledgements wavers around processing's in an overload, and must not start a new burst.
 BURST_CALM = 3.0  # seconds
-# A burst starts from a backlog that processing had emptied at most this long ago and that has
-# grown since to BURST_BACKLOG full batches and a second's worth of webhooks. Near its capacity
-# under steady load, processing's measured rate wavers around the rate of webhooks; small
-# batches then would cost it the very throughput it lacks (a tenth of it, and the backlog never
-# drains): that is no burst.
+# A burst starts from a backlog that processing had emptied at most this long ago, once
+# webhooks come BURST_SURGE times as fast as they did while it kept up and the backlog has grown
+# to BURST_BACKLOG full batches and a second's worth of webhooks. Near its capacity under steady
+# load, processing's measured rate wavers around the rate of webhooks; small batches then would
+# cost it the very throughput it lacks (a tenth of it, and the backlog never drains): that is
+# no burst. Nor is the rate of acknowledgements jumping back after a long processing
+# transaction held them: the rate processing kept up with is the highest seen when it caught
+# up, forgotten over KEPT_UP_MEMORY.
 BURST_FRESH = 5.0  # seconds
+BURST_SURGE = 2.0
+KEPT_UP_MEMORY = 30.0  # seconds
 BURST_BACKLOG = 4  # full batches
 BURST_BACKLOG_SECONDS = 1.0  # of webhooks at the rate they arrive
 RATE_SMOOTHING = 0.3
@@ -446,9 +451,10 @@ class BackgroundWorker:
     defers up to ``burst_defer`` seconds instead, so that acknowledgements get the machine and
     stay fast. Processing catches up afterwards (the backlog is durable), or after
     ``BURST_LIMIT`` seconds if the webhooks keep coming that fast (an overload, not a burst).
-    A burst starts only from a backlog that processing emptied shortly before (``BURST_FRESH``)
-    and that holds ``burst_backlog`` bodies or more, and a second's worth of arrivals: once
-    processing has fallen behind, full batches until it catches up. With a ``burst_batch``,
+    A burst starts only from a backlog that processing emptied shortly before (``BURST_FRESH``),
+    once webhooks come ``BURST_SURGE`` times as fast as they did then and the backlog holds
+    ``burst_backlog`` bodies or more, and a second's worth of arrivals: once processing has
+    fallen behind, full batches until it catches up. With a ``burst_batch``,
     batches outside a burst grow to a full batch from that size, anew after every idle moment.
     """
 
@@ -478,6 +484,8 @@ class BackgroundWorker:
         self._burst_since = -math.inf  # monotonic time the current burst began
         self._outrun_at = -math.inf  # when webhooks last came faster than processing
         self._caught_up_at = -math.inf  # when a batch last emptied the backlog
+        self._kept_up = 0.0  # webhooks per second processing kept up with (see KEPT_UP_MEMORY)
+        self._kept_up_at = -math.inf
         self.wake: Wakeup = wake if wake is not None else threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -511,10 +519,10 @@ class BackgroundWorker:
         if not outrun:
             return False
         if now - self._outrun_at > BURST_CALM:  # not in a burst: does one start?
+            if now - self._caught_up_at > BURST_FRESH or arrivals < BURST_SURGE * self._kept_up:
+                return False
             backlog = max(self.burst_backlog, math.ceil(arrivals * BURST_BACKLOG_SECONDS))
-            if now - self._caught_up_at > BURST_FRESH or not self.processor.backlog_reaches(
-                backlog
-            ):
+            if not self.processor.backlog_reaches(backlog):
                 return False
             self._burst_since = now
         self._outrun_at = now
@@ -522,8 +530,13 @@ class BackgroundWorker:
 
     def finished(self, now: float, limit: int | None, bodies: int) -> None:
         """Note a batch of ``bodies`` taken with ``limit`` (``now``: monotonic seconds)."""
-        if bodies < min(limit or self.processor.batch_size, self.processor.batch_size):
-            self._caught_up_at = now
+        if bodies >= min(limit or self.processor.batch_size, self.processor.batch_size):
+            return
+        self._caught_up_at = now
+        if bodies and self.arrivals is not None:  # it kept up with webhooks coming this fast
+            fading = math.exp(min(0.0, self._kept_up_at - now) / KEPT_UP_MEMORY)
+            self._kept_up = max(self.arrivals(), self._kept_up * fading)
+            self._kept_up_at = now
 
     def _ramp_after(self, burst: bool, bodies: int) -> None:
         """With small batches in a burst, batches outside one start at ``burst_batch`` bodies
