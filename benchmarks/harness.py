@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 HOST = "127.0.0.1"
 
@@ -280,57 +281,41 @@ def wait_drained(
 # -- PostgreSQL ---------------------------------------------------------------
 
 
+ADMIN_URL = f"postgresql+psycopg://postgres@{HOST}:5432/postgres"
+"""A PostgreSQL server's maintenance database, used only to create and drop scratch ones."""
+
+
 @dataclass(frozen=True, slots=True)
 class Postgres:
-    """A scratch database on the local server, created and dropped by the benchmark."""
+    """A scratch database on the server of ``admin_url``, created and dropped by the benchmark."""
 
     database: str
-    user: str = "postgres"
-    port: int = 5432
+    admin_url: str = ADMIN_URL
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://{self.user}@{HOST}:{self.port}/{self.database}"
+        return self.admin_url.rsplit("/", 1)[0] + "/" + self.database
 
-    def _psql(self, sql: str) -> str:
-        argv = [
-            "psql",
-            "-h",
-            HOST,
-            "-p",
-            str(self.port),
-            "-U",
-            self.user,
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-tAc",
-            sql,
-        ]
+    def _admin(self, sql: str) -> str:
+        engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-        except FileNotFoundError as exc:
-            raise HarnessError("psql is not installed") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise HarnessError(f"psql timed out running {sql!r}") from exc
-        if done.returncode != 0:
-            raise HarnessError(f"psql failed running {sql!r}: {done.stderr.strip()}")
-        return done.stdout.strip()
+            with engine.connect() as conn:
+                result = conn.execute(text(sql))
+                return str(result.scalar()) if result.returns_rows else ""
+        except SQLAlchemyError as exc:
+            raise HarnessError(f"PostgreSQL failed running {sql!r}: {exc}") from exc
+        finally:
+            engine.dispose()
 
     def version(self) -> str:
-        return self._psql("SHOW server_version")
+        return self._admin("SHOW server_version")
 
     def recreate(self) -> None:
         self.drop()
-        self._psql(f'CREATE DATABASE "{self.database}"')
+        self._admin(f'CREATE DATABASE "{self.database}"')
 
     def drop(self) -> None:
-        self._psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-
-
-ADMIN_URL = f"postgresql+psycopg://postgres@{HOST}:5432/postgres"
-"""A PostgreSQL server's maintenance database, used only to create and drop scratch ones."""
+        self._admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
 @contextlib.contextmanager
@@ -341,17 +326,12 @@ def scratch_database(kind: str, name: str, admin_url: str = ADMIN_URL) -> Iterat
         with tempfile.TemporaryDirectory(prefix="waquality-bench-") as tmp:
             yield f"sqlite:///{Path(tmp) / (name + '.db')}"
         return
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    drop = text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    database = Postgres(name, admin_url)
+    database.recreate()
     try:
-        with admin.connect() as conn:
-            conn.execute(drop)
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield admin_url.rsplit("/", 1)[0] + "/" + name
+        yield database.url
     finally:
-        with admin.connect() as conn:
-            conn.execute(drop)
-        admin.dispose()
+        database.drop()
 
 
 # A directory in memory: Linux's shared-memory file system, where it exists.
