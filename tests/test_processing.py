@@ -715,7 +715,6 @@ def test_a_burst_needs_webhooks_twice_as_fast_as_processing_kept_up_with(
     worker.finished(0.0, None, 3)  # kept up with 1,000/s
     arrivals = 600.0  # acknowledgements held up while processing caught up
     worker.finished(2.0, None, 3)
-    store(db, envelope(template_status(64, "APPROVED", T0)))
     arrivals = 1800.0  # and back, with those that waited
     assert not worker.in_burst(3.0)  # under twice the highest rate processing kept up with
     arrivals = 2100.0
