@@ -454,8 +454,8 @@ class BackgroundWorker:
     A burst starts only from a backlog that processing emptied shortly before (``BURST_FRESH``),
     once webhooks come ``BURST_SURGE`` times as fast as they did then and the backlog holds
     ``burst_backlog`` bodies or more, and a second's worth of arrivals: once processing has
-    fallen behind, full batches until it catches up. With a ``burst_batch``,
-    batches outside a burst grow to a full batch from that size, anew after every idle moment.
+    fallen behind, full batches until it catches up. With a ``burst_batch``, batches outside a
+    burst grow to a full batch from that size, anew after every idle moment.
     """
 
     def __init__(
