@@ -3,11 +3,16 @@
 --   wrk -t2 -c64 -d10s --latency -s benchmarks/replay.lua \
 --       http://127.0.0.1:8000/webhooks/whatsapp -- POOL_DIR SHARDS THREADS
 --
--- Thread i reads shards i, i+THREADS, i+2*THREADS, ... in order, so threads
--- use disjoint slices of the pool and no request is sent twice in a run.
--- Requests are streamed from disk, so memory stays small whatever the pool
--- size. When a thread runs out of requests it records it and stops; the run
--- is then reported as exhausted (invalid) by done().
+-- Thread i reads shards i, i+THREADS, i+2*THREADS, ..., a record from each in
+-- turn. Body j of a pool is in shard j % SHARDS, so each thread sends its
+-- bodies in the pool's order, the threads side by side, and the times in the
+-- bodies move forward as webhooks' do (a thread reading one shard after
+-- another would go back in time at every new shard, and make the server
+-- replay what it had settled); threads use disjoint slices of the pool and no
+-- request is sent twice in a run. Requests are streamed from disk, so memory
+-- stays small whatever the pool size. When a thread runs out of requests it
+-- records it and stops; the run is then reported as exhausted (invalid) by
+-- done().
 --
 -- done() prints one line starting with "WRKJSON " and holding the summary,
 -- error counts, latency distribution (microseconds) and per-thread counts.
@@ -22,49 +27,42 @@ function setup(thread)
 end
 
 local pool_dir, shard_count, thread_count
-local my_shards = {}
-local current_shard = 0
-local file = nil
+local files = {}  -- this thread's shards still open, read in turn
+local turn = 1
 local prefix = nil
 local fallback = nil
 
 consumed = 0
 exhausted = false
 
-local function open_next_shard()
-  if file then
-    file:close()
-    file = nil
-  end
-  current_shard = current_shard + 1
-  local shard = my_shards[current_shard]
-  if shard == nil then
-    return false
-  end
+local function open_shard(shard)
   local path = string.format("%s/shard-%03d.req", pool_dir, shard)
   local handle, err = io.open(path, "rb")
   if handle == nil then
     error("cannot open " .. path .. ": " .. tostring(err))
   end
-  handle:setvbuf("full", 1048576)
-  file = handle
-  return true
+  handle:setvbuf("full", 262144)
+  return { handle = handle, shard = shard }
 end
 
 local function next_record()
-  while file ~= nil do
-    local line = file:read("*l")
+  while #files > 0 do
+    if turn > #files then
+      turn = 1
+    end
+    local file = files[turn]
+    local line = file.handle:read("*l")
     if line ~= nil then
       local size = tonumber(line)
-      local record = file:read(size)
+      local record = file.handle:read(size)
       if record == nil or #record ~= size then
-        error("truncated record in shard " .. tostring(my_shards[current_shard]))
+        error("truncated record in shard " .. tostring(file.shard))
       end
+      turn = turn + 1
       return record
     end
-    if not open_next_shard() then
-      return nil
-    end
+    file.handle:close()
+    table.remove(files, turn)  -- the next shard takes its turn
   end
   return nil
 end
@@ -84,7 +82,7 @@ function init(args)
     error("THREADS must equal wrk's --threads, or threads would share shards")
   end
   for shard = thread_index, shard_count - 1, thread_count do
-    table.insert(my_shards, shard)
+    table.insert(files, open_shard(shard))
   end
   local host = wrk.host
   if wrk.port then
@@ -93,7 +91,6 @@ function init(args)
   prefix = "POST " .. wrk.path .. " HTTP/1.1\r\nHost: " .. host
     .. "\r\nContent-Type: application/json\r\n"
   fallback = "GET /readyz HTTP/1.1\r\nHost: " .. host .. "\r\n\r\n"
-  open_next_shard()
 end
 
 function request()
