@@ -27,6 +27,9 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from waquality.runtime import CHECKPOINT_INTERVAL
+from waquality.store.database import Database
+
 HOST = "127.0.0.1"
 
 
@@ -332,6 +335,28 @@ def scratch_database(kind: str, name: str, admin_url: str = ADMIN_URL) -> Iterat
         yield database.url
     finally:
         database.drop()
+
+
+@contextlib.contextmanager
+def processing_database(url: str) -> Iterator[Database]:
+    """``url`` opened as serve's processing child opens it: on SQLite its commits never move
+    the WAL into the database file; a thread of its own does, every ``CHECKPOINT_INTERVAL``, as
+    serve's housekeeping does. Disposed of afterwards."""
+    db = Database(url, checkpoints=False)
+    stop = threading.Event()
+
+    def checkpoints() -> None:
+        while not stop.wait(CHECKPOINT_INTERVAL):
+            db.checkpoint()
+
+    thread = threading.Thread(target=checkpoints, name="checkpoints", daemon=True)
+    thread.start()
+    try:
+        yield db
+    finally:
+        stop.set()
+        thread.join()
+        db.dispose()
 
 
 # A directory in memory: Linux's shared-memory file system, where it exists.

@@ -1,6 +1,7 @@
 """Processing throughput without HTTP: bodies/s and events/s that one worker applies.
 
-Stores N generated bodies straight into a fresh database, then times ``Processor.drain()``.
+Stores N generated bodies straight into a fresh database, then times ``Processor.drain()`` (the
+database set up as serve's processing child has it, see ``harness.processing_database``).
 Two mixes: the realistic one of the ingestion benchmark (95% ``messages``) and a stress mix in
 which every body carries management changes (each of them a typed event, state changes and
 history rows). The conversation tracker is off unless ``--tracker`` says otherwise;
@@ -19,11 +20,10 @@ import time
 from datetime import UTC, datetime
 
 import bodies
-from harness import scratch_database
+from harness import processing_database, scratch_database
 from waquality.heap import freeze_startup_objects
 from waquality.process.worker import Processor
 from waquality.store import inbox, migrate
-from waquality.store.database import Database
 from waquality.store.tracker import Tracker
 
 BENCH_DB = "waquality_bench_processing"
@@ -33,8 +33,7 @@ MIXES = {"realistic (95% messages)": 0.95, "stress (management only)": 0.0}
 def measure(url: str, count: int, share: float, options: argparse.Namespace) -> tuple[float, float]:
     bodies.MESSAGES_SHARE = share
     factory = bodies.BodyFactory(statuses=options.statuses)
-    db = Database(url)
-    try:
+    with processing_database(url) as db:
         migrate.upgrade(db)
         now = datetime.now(UTC)
         for start in range(0, count, 1000):
@@ -53,8 +52,6 @@ def measure(url: str, count: int, share: float, options: argparse.Namespace) -> 
         result = processor.drain()
         elapsed = time.perf_counter() - began
         gc.unfreeze()
-    finally:
-        db.dispose()
     return result.bodies / elapsed, result.events / elapsed
 
 

@@ -39,7 +39,7 @@ import conversation_bodies
 import first_response
 import message_set as ms
 import tracker_report
-from harness import ADMIN_URL, CpuSnapshot, scratch_database
+from harness import ADMIN_URL, CpuSnapshot, processing_database, scratch_database
 from waquality.analyse import delivery, response_times
 from waquality.domain.responses import Bucket
 from waquality.heap import freeze_startup_objects
@@ -249,51 +249,50 @@ def process_once(
     check: bool,
 ) -> dict[str, Any]:
     clock_at = traffic.last + timedelta(seconds=1)
-    with scratch_database(database, PROCESSING_DB, options.admin_url) as url:
-        db = Database(url)
-        try:
-            migrate.upgrade(db)
-            for start in range(0, len(traffic.bodies), 1000):
-                with db.write(priority=True) as conn:
-                    inbox.insert_bodies(
-                        conn,
-                        [inbox.Body(body, at) for body, at in traffic.bodies[start : start + 1000]],
-                    )
-            processor = Processor(
-                db,
-                batch_size=options.batch_size,
-                clock=lambda: clock_at,
-                tracker=Tracker(db) if tracked else None,
-            )
-            freeze_startup_objects()  # as the processing child does once it is set up
-            began = time.perf_counter()
-            done, profile = _profiled(options.profile and tracked, processor.drain)
-            seconds = time.perf_counter() - began
-            gc.unfreeze()
-            run: dict[str, Any] = {
-                "tracker": tracked,
-                "seconds": seconds,
-                "bodies": done.bodies,
-                "items": traffic.items,
-                "bodies_per_second": done.bodies / seconds,
-                "items_per_second": traffic.items / seconds,
-                "messages_changed": done.messages,
-                "quarantined": done.quarantined,
-                "profile": profile,
+    with (
+        scratch_database(database, PROCESSING_DB, options.admin_url) as url,
+        processing_database(url) as db,
+    ):
+        migrate.upgrade(db)
+        for start in range(0, len(traffic.bodies), 1000):
+            with db.write(priority=True) as conn:
+                inbox.insert_bodies(
+                    conn,
+                    [inbox.Body(body, at) for body, at in traffic.bodies[start : start + 1000]],
+                )
+        processor = Processor(
+            db,
+            batch_size=options.batch_size,
+            clock=lambda: clock_at,
+            tracker=Tracker(db) if tracked else None,
+        )
+        freeze_startup_objects()  # as the processing child does once it is set up
+        began = time.perf_counter()
+        done, profile = _profiled(options.profile and tracked, processor.drain)
+        seconds = time.perf_counter() - began
+        gc.unfreeze()
+        run: dict[str, Any] = {
+            "tracker": tracked,
+            "seconds": seconds,
+            "bodies": done.bodies,
+            "items": traffic.items,
+            "bodies_per_second": done.bodies / seconds,
+            "items_per_second": traffic.items / seconds,
+            "messages_changed": done.messages,
+            "quarantined": done.quarantined,
+            "profile": profile,
+        }
+        if check and tracked:
+            with db.read() as conn:
+                incremental, _ = first_response.stored(conn)
+            rebuild(db, TrackerConfig(), clock_at)
+            with db.read() as conn:
+                rebuilt, _ = first_response.stored(conn)
+            run["check"] = {
+                "incremental": _firsts(incremental),
+                "rebuilt": _firsts(rebuilt),
+                "agrees": incremental.agrees(rebuilt) and incremental.count > 0,
             }
-            if check and tracked:
-                with db.read() as conn:
-                    incremental, _ = first_response.stored(conn)
-                rebuild(db, TrackerConfig(), clock_at)
-                with db.read() as conn:
-                    rebuilt, _ = first_response.stored(conn)
-                run["check"] = {
-                    "incremental": _firsts(incremental),
-                    "rebuilt": _firsts(rebuilt),
-                    "agrees": incremental.agrees(rebuilt) and incremental.count > 0,
-                }
-        finally:
-            db.dispose()
     return run
 
 
