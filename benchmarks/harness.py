@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from waquality.periodic import Periodic
 from waquality.runtime import CHECKPOINT_INTERVAL
 from waquality.store.database import Database
 
@@ -343,19 +344,12 @@ def processing_database(url: str) -> Iterator[Database]:
     the WAL into the database file; a thread of its own does, every ``CHECKPOINT_INTERVAL``, as
     serve's housekeeping does. Disposed of afterwards."""
     db = Database(url, checkpoints=False)
-    stop = threading.Event()
-
-    def checkpoints() -> None:
-        while not stop.wait(CHECKPOINT_INTERVAL):
-            db.checkpoint()
-
-    thread = threading.Thread(target=checkpoints, name="checkpoints", daemon=True)
-    thread.start()
+    checkpoints = Periodic(db.checkpoint, interval=CHECKPOINT_INTERVAL, name="checkpoints")
+    checkpoints.start()
     try:
         yield db
     finally:
-        stop.set()
-        thread.join()
+        checkpoints.stop()
         db.dispose()
 
 
