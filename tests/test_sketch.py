@@ -89,6 +89,35 @@ def test_stored_bins_merged_as_arrays_summarise_as_the_bins_do(parts: list[list[
     assert found == expected
 
 
+@settings(max_examples=200, derandomize=True, database=None)
+@given(
+    st.none() | st.lists(durations, max_size=40),
+    st.lists(durations, max_size=40),
+    st.lists(st.integers(min_value=0, max_value=80), max_size=20),
+)
+def test_adding_to_stored_bins_is_packing_the_sum(
+    stored: list[float] | None, added: list[float], taken: list[int]
+) -> None:
+    """add (the write path) stores what pack gives for the bins after the change, byte for
+    byte, values taken back included (down to no bins at all)."""
+    before = sketch.histogram(stored or [])
+    back = [stored[i] for i in sorted({i % len(stored) for i in taken})] if stored else []
+    change = sketch.histogram(added)
+    change.subtract(sketch.histogram(back))
+    after = before.copy()
+    after.update(change)
+    expected = sketch.pack({i: n for i, n in after.items() if n})
+    data = sketch.pack(before) if stored is not None else None
+    assert sketch.add(data, change) == expected
+    assert sketch.add(data, sketch.histogram([])) == (data or sketch.pack({}))
+
+
+def test_adding_past_the_stored_format_fails_loudly() -> None:
+    data = sketch.pack({0: 2**31 - 1})
+    with pytest.raises(OverflowError):
+        sketch.add(data, {0: 1})
+
+
 @settings(max_examples=100, derandomize=True, database=None)
 @given(st.lists(st.lists(st.lists(durations, max_size=30), max_size=4), min_size=1, max_size=6))
 def test_many_summaries_at_once_equal_one_at_a_time(groups: list[list[list[float]]]) -> None:

@@ -241,14 +241,12 @@ def _merge_sketches(conn: Connection, changes: Mapping[ResponseKey, Durations]) 
     for key in keys:
         change = changes[key]
         old = existing.get(key)
-        bins = sketch.unpack(old.bins) if old is not None else Counter()
-        bins.update(change.bins)
-        bins = Counter({i: n for i, n in bins.items() if n})
+        bins = sketch.add(old.bins if old is not None else None, change.bins)
         count = (old.count if old is not None else 0) + change.count
         total = (old.total_seconds if old is not None else 0.0) + change.total
         largest = max(old.max_seconds if old is not None else 0.0, change.largest)
         if old is not None and change.retracted and change.retracted >= old.max_seconds:
-            largest = max(change.largest, _largest(conn, key, bins))
+            largest = max(change.largest, _largest(conn, key, sketch.unpack(bins)))
         new = {
             "phone_number_id": key[0],
             "sender_kind": key[1],
@@ -257,7 +255,7 @@ def _merge_sketches(conn: Connection, changes: Mapping[ResponseKey, Durations]) 
             "count": count,
             "total_seconds": total if count else 0.0,
             "max_seconds": largest if count else 0.0,
-            "bins": sketch.pack(bins),
+            "bins": bins,
         }
         (changed if old is not None else fresh).append(new)
     bulk.insert(conn, rs, fresh)
