@@ -40,12 +40,11 @@ def merge_items(conn: Connection, items: Sequence[Item], now: datetime) -> list[
     changes: list[Change] = []
     for wamid, row in after.items():
         full = _full(row, now)
-        was = before.get(wamid)
-        if was is None:
+        old = before.get(wamid)
+        if old is None:
             fresh.append(full)
             changes.append((None, full))
-        else:
-            old = _full(was, now)
+        else:  # a stored row: every column there already
             columns = tuple(c for c in _COLUMNS if full[c] != old[c])
             if columns:
                 changed.setdefault(columns, []).append(full)
@@ -57,8 +56,11 @@ def merge_items(conn: Connection, items: Sequence[Item], now: datetime) -> list[
     return changes
 
 
+_EMPTY: Row = dict.fromkeys(_STORED)
+
+
 def _full(row: Row, now: datetime) -> Row:
-    full = {c: row.get(c) for c in _STORED}
+    """``row`` with every stored column (``row`` holds no other)."""
+    full = {**_EMPTY, **row, "updated_at": now}
     full["sender_kind"] = full["sender_kind"] or "unknown"
-    full["updated_at"] = now
     return full

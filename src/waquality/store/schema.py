@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import (
     JSON,
@@ -36,6 +36,14 @@ metadata = MetaData(
 )
 
 
+@overload
+def utc(value: datetime) -> datetime: ...
+
+
+@overload
+def utc(value: None) -> None: ...
+
+
 def utc(value: datetime | None) -> datetime | None:
     """An aware datetime in UTC, as a ``UTCDateTime`` column takes it (a naive one is refused)."""
     if value is None:
@@ -48,9 +56,12 @@ def utc(value: datetime | None) -> datetime | None:
 def sqlite_time(value: datetime | None) -> str | None:
     """A ``UTCDateTime`` as SQLite stores it (SQLAlchemy's ``DATETIME`` text: UTC, no zone,
     microseconds)."""
-    value = utc(value)
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = utc(value)
     # "2026-01-02 03:04:05.000006+00:00" without its zone
-    return None if value is None else value.isoformat(" ", "microseconds")[:26]
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
