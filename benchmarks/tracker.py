@@ -5,7 +5,8 @@ bulk-imports it into ``messages`` (``bulk_import.py``), times the full rebuild o
 responses and aggregates, checks the stored first responses against the same computation in
 DuckDB (and, optionally, as plain window-function SQL on the database itself), and times the
 30-day response-time and delivery summaries. Last, it times processing of webhook bodies that
-tell such conversations (``conversation_bodies.py``) with the tracker off and on.
+tell such conversations (``conversation_bodies.py``) with the tracker off and on, each batch
+at the time its bodies came, as serve processes webhooks while they come.
 
     python benchmarks/tracker.py --quick
     python benchmarks/tracker.py [--messages 10000000] [--db sqlite|postgres|both] [--json FILE]
@@ -43,7 +44,7 @@ from harness import ADMIN_URL, CpuSnapshot, processing_database, scratch_databas
 from waquality.analyse import delivery, response_times
 from waquality.domain.responses import Bucket
 from waquality.heap import freeze_startup_objects
-from waquality.process.worker import Processor
+from waquality.process.worker import BatchResult, Processor
 from waquality.store import inbox, migrate, schema
 from waquality.store.database import Database
 from waquality.store.rebuild import rebuild
@@ -260,15 +261,29 @@ def process_once(
                     conn,
                     [inbox.Body(body, at) for body, at in traffic.bodies[start : start + 1000]],
                 )
+        tracker = Tracker(db) if tracked else None
+        moments = _batch_moments(traffic, options.batch_size)
+        moment = [moments[0]]
         processor = Processor(
-            db,
-            batch_size=options.batch_size,
-            clock=lambda: clock_at,
-            tracker=Tracker(db) if tracked else None,
+            db, batch_size=options.batch_size, clock=lambda: moment[0], tracker=tracker
         )
+
+        def live() -> BatchResult:
+            """Each batch processed when its last body came (a second later), as serve keeps
+            up with webhooks; conversations whose gap has passed ended after each batch, as
+            serve's idle check does."""
+            total = BatchResult()
+            for at in moments:
+                moment[0] = at
+                total.add(processor.run_once())
+                if tracker is not None:
+                    tracker.end_idle(at)
+            total.add(processor.drain())  # nothing left: the batches were full
+            return total
+
         freeze_startup_objects()  # as the processing child does once it is set up
         began = time.perf_counter()
-        done, profile = _profiled(options.profile and tracked, processor.drain)
+        done, profile = _profiled(options.profile and tracked, live)
         seconds = time.perf_counter() - began
         gc.unfreeze()
         run: dict[str, Any] = {
@@ -294,6 +309,15 @@ def process_once(
                 "agrees": incremental.agrees(rebuilt) and incremental.count > 0,
             }
     return run
+
+
+def _batch_moments(traffic: conversation_bodies.Traffic, size: int) -> list[datetime]:
+    """When each full batch of ``size`` bodies, in arrival order, was complete: a second after
+    the latest of them came."""
+    return [
+        max(at for _, at in traffic.bodies[start : start + size]) + timedelta(seconds=1)
+        for start in range(0, len(traffic.bodies), size)
+    ]
 
 
 def measure_processing(

@@ -35,7 +35,8 @@ def report(data: dict[str, Any]) -> tuple[str, bool]:
         first = next(iter(processing.values()))
         lines += [
             f"Processing: {first['bodies']:,} webhook bodies ({first['items']:,} message items), "
-            f"one worker, batches of {data['options']['batch_size']}, each database fresh; "
+            f"one worker, batches of {data['options']['batch_size']}, each batch at the time "
+            "its last body came, each database fresh; "
             f"medians of {data['options']['repeats']} runs each way.",
             "",
         ]
