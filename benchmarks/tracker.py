@@ -278,7 +278,7 @@ def process_once(
                 total.add(processor.run_once())
                 if tracker is not None:
                     tracker.end_idle(at)
-            total.add(processor.drain())  # nothing left: the batches were full
+            total.add(processor.drain())  # whatever a batch left (none when each was full)
             return total
 
         freeze_startup_objects()  # as the processing child does once it is set up

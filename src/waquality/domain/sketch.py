@@ -117,34 +117,16 @@ def add(data: bytes | None, change: Mapping[int, int]) -> bytes:
     """Stored bins (``None``: none yet) plus ``change`` (counts per bin, negative to take back),
     stored again: ``pack(unpack(data) + change)`` at array speed, for the rows a processing batch
     reads and writes back by the hundred."""
-    zero = change.get(ZERO_BIN, 0)
     indexes = [i for i, count in change.items() if i != ZERO_BIN and count]
-    old_low, old = 0, np.zeros(0, dtype="<i4")
-    if data is not None:
-        values = np.frombuffer(data, dtype="<i4")
-        zero += int(values[0])
-        old_low, old = int(values[1]), values[2:]
-    bounds = [(old_low, old_low + len(old))] if len(old) else []
+    extra: list[tuple[int, npt.NDArray[np.int64]]] = []
     if indexes:
-        bounds.append((min(indexes), max(indexes) + 1))
-    if not bounds:
-        return struct.pack("<2i", zero, 0)
-    low, high = min(b[0] for b in bounds), max(b[1] for b in bounds)
-    dense = np.zeros(high - low, dtype=np.int64)
-    dense[old_low - low : old_low - low + len(old)] = old
-    for index in indexes:
-        dense[index - low] += change[index]
-    kept = np.flatnonzero(dense)
-    if not len(kept):
-        return struct.pack("<2i", zero, 0)
-    first, last = int(kept[0]), int(kept[-1])
-    counts = dense[first : last + 1]
-    if counts.min() < _INT32.min or counts.max() > _INT32.max:
-        raise OverflowError("a bin's count does not fit the stored format")
-    return struct.pack("<2i", zero, low + first) + counts.astype("<i4").tobytes()
-
-
-_INT32 = np.iinfo(np.int32)
+        low = min(indexes)
+        counts = np.zeros(max(indexes) - low + 1, dtype=np.int64)
+        for index in indexes:
+            counts[index - low] = change[index]
+        extra.append((low, counts))
+    total = merged([data] if data is not None else [], change.get(ZERO_BIN, 0), extra)
+    return total.packed()
 
 
 def unpack(data: bytes) -> Counter[int]:
@@ -192,6 +174,17 @@ class Dense:
         upto = min(max(limit - self.low + 1, 0), len(self.counts))
         return (self.zero + int(self.counts[:upto].sum())) / total
 
+    def packed(self) -> bytes:
+        """As :func:`pack` stores the same bins."""
+        kept = np.flatnonzero(self.counts)
+        if not len(kept):
+            return struct.pack("<2i", self.zero, 0)
+        first, last = int(kept[0]), int(kept[-1])
+        counts = self.counts[first : last + 1]
+        if counts.min() < _INT32.min or counts.max() > _INT32.max:
+            raise OverflowError("a bin's count does not fit the stored format")
+        return struct.pack("<2i", self.zero, self.low + first) + counts.astype("<i4").tobytes()
+
     def summary(
         self, total_seconds: float, maximum: float | None, targets: Mapping[str, float]
     ) -> Summary:
@@ -207,21 +200,28 @@ class Dense:
         )
 
 
-def merged(packed: Iterable[bytes]) -> Dense:
-    """Add stored bins up (see :func:`pack`)."""
-    parts = []
-    zero = 0
+_INT32 = np.iinfo(np.int32)
+
+
+def merged(
+    packed: Iterable[bytes],
+    zero: int = 0,
+    parts: Sequence[tuple[int, npt.NDArray[np.int64]]] = (),
+) -> Dense:
+    """Add stored bins up (see :func:`pack`), with ``zero`` more in the zero bin and ``parts``
+    (dense counts from a first bin's index) more."""
+    found: list[tuple[int, npt.NDArray[Any]]] = list(parts)
     for data in packed:
         values = np.frombuffer(data, dtype="<i4")
         zero += int(values[0])
         if len(values) > 2:
-            parts.append((int(values[1]), values[2:]))
-    if not parts:
+            found.append((int(values[1]), values[2:]))
+    if not found:
         return Dense(zero, 0, np.zeros(0, dtype=np.int64))
-    low = min(start for start, _ in parts)
-    high = max(start + len(counts) for start, counts in parts)
+    low = min(start for start, _ in found)
+    high = max(start + len(counts) for start, counts in found)
     total = np.zeros(high - low, dtype=np.int64)
-    for start, counts in parts:
+    for start, counts in found:
         total[start - low : start - low + len(counts)] += counts
     return Dense(zero, low, total)
 
